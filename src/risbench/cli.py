@@ -1,0 +1,322 @@
+"""The ``risbench`` command line: one subcommand per workflow stage, plus ``hash``.
+
+Workflow rules call these subcommands; each takes its slice of the config as
+one JSON argument (``--spec``) so Snakemake sees exactly the parameters a job
+depends on. Every subcommand logs what it read and wrote to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("risbench")
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep:
+            raise SystemExit(f"{what}: expected NAME=PATH, got '{value}'")
+        pairs[key] = path
+    return pairs
+
+
+def cmd_dataset(args) -> None:
+    from risbench import catalog, dataset
+
+    spec = json.loads(args.spec)
+    if spec["source"] == "demo":
+        sources = dataset.demo_sources()
+    else:
+        sources = dataset.folder_sources(spec["folder"], spec["extensions"], spec["recursive"])
+    log.info("%d source files (%s)", len(sources), spec["source"])
+    manifest, skipped, duplicates = dataset.build(
+        sources,
+        args.images_dir,
+        bases=spec["bases"],
+        distractors=spec["distractors"],
+        max_pixels=spec["max_pixels"],
+    )
+    for row in skipped.itertuples():
+        log.warning("skipped %s: %s", row.path, row.reason)
+    for row in duplicates.itertuples():
+        log.warning("dropped %s: same pixels as %s", row.path, row.duplicate_of)
+    roles = manifest["role"].value_counts().to_dict()
+    log.info("kept %d images: %s", len(manifest), roles)
+    if roles.get("base", 0) < 2:
+        raise SystemExit(f"dataset: {roles.get('base', 0)} base images; a benchmark needs 2 or more")
+    manifest.to_parquet(args.manifest, index=False)
+    catalog.original_list(manifest).to_parquet(args.list, index=False)
+    skipped.to_csv(args.skipped, index=False)
+    duplicates.to_csv(args.duplicates, index=False)
+
+
+def cmd_modify(args) -> None:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from risbench import catalog, modify
+
+    bases = catalog.bases(pd.read_parquet(args.originals))
+    out_dir = Path(args.images_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for row in tqdm(list(bases.itertuples()), desc=args.variant, unit="img"):
+        path = modify.modify_file(
+            args.variant,
+            Path(row.path),
+            out_dir / row.image_id,
+            reencode_quality=args.reencode_quality,
+        )
+        paths.append(str(path))
+    catalog.modified_list(bases, args.variant, paths).to_parquet(args.list, index=False)
+    log.info("%s: %d images in %s", args.variant, len(paths), out_dir)
+
+
+def cmd_catalog(args) -> None:
+    import pandas as pd
+
+    from risbench import catalog
+
+    table = catalog.assemble([pd.read_parquet(p) for p in args.lists])
+    table.to_parquet(args.out, index=False)
+    log.info("catalog: %d images, variants %s", len(table), table["variant"].unique().tolist())
+
+
+def cmd_hash(args) -> None:
+    from risbench import hashing
+
+    status = 0
+    for path in args.files:
+        try:
+            code = hashing.hash_file(args.method, path)
+        except (OSError, ValueError) as error:
+            print(f"risbench hash: {path}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{hashing.code_hex(args.method, code)}\t{path}")
+    sys.exit(status)
+
+
+def cmd_hash_store(args) -> None:
+    import pandas as pd
+
+    from risbench import hashing, store
+
+    images = pd.read_parquet(args.list)
+    method = hashing.get(args.descriptor)
+    codes = hashing.hash_files(method.name, images["path"].tolist())
+    store.write_store(
+        args.out,
+        codes,
+        {
+            "descriptor": method.name,
+            "kind": method.kind,
+            "dim": method.bits,
+            "method": method.description,
+            "variant": images["variant"].iloc[0] if len(images) else None,
+            "versions": _versions("imagehash", "numpy", "pillow"),
+        },
+    )
+    log.info("%s: %d codes of %d bytes -> %s", method.name, *codes.shape, args.out)
+
+
+def cmd_extract(args) -> None:
+    import pandas as pd
+
+    from risbench import features
+
+    images = pd.read_parquet(args.list)
+    outputs = _pairs(args.store, "--store")
+    features.extract(
+        args.model,
+        json.loads(args.spec),
+        images["path"].tolist(),
+        outputs,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    log.info("%s: %d images -> %d stores", args.model, len(images), len(outputs))
+
+
+def cmd_benchmark(args) -> None:
+    import pandas as pd
+
+    from risbench import catalog, protocols, store
+
+    spec = json.loads(args.spec)
+    # The catalog of just the variants this protocol needs, so that adding a
+    # modification does not invalidate the single-variant benchmarks.
+    lists = _pairs(args.list, "--list")
+    images = catalog.assemble([pd.read_parquet(path) for path in lists.values()])
+    matrices, attrs = {}, {}
+    for variant, path in _pairs(args.store, "--store").items():
+        matrices[variant], attrs = store.read_store(path)
+    radius = spec.get("radius", {}).get(args.distance, {})
+    started = time.perf_counter()
+    result = protocols.run(
+        images,
+        matrices,
+        args.protocol,
+        args.distance,
+        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        radius_step=radius.get("step"),
+        radius_max=radius.get("max"),
+        exclude_self=spec["exclude_self"],
+        tile_mb=spec["tile_mb"],
+        device=spec["device"],
+        beta=spec["beta"],
+        top_k=spec["top_k"],
+    )
+    seconds = time.perf_counter() - started
+    table = result.table()
+    table.to_parquet(args.table, index=False)
+    width = next(iter(matrices.values())).shape[1]
+    stats = {
+        "protocol": args.protocol,
+        "descriptor": attrs["descriptor"],
+        "distance": args.distance,
+        "kind": attrs["kind"],
+        "dim": attrs["dim"],
+        "bytes_per_image": width * (4 if attrs["kind"] == "float" else 1),
+        "queries": int(table["queries"].iloc[0]),
+        "seconds": seconds,
+        "best": result.best(),
+        "distances": result.distance_stats(),
+        "ranked": result.ranked(),
+        "histogram": result.histogram().to_dict(orient="list"),
+    }
+    Path(args.stats).write_text(json.dumps(stats, indent=1, default=_json_default))
+    best = stats["best"]
+    log.info(
+        "%s %s %s: best F1 %.4f at radius %.4f (P %.4f, R %.4f), %d queries, %.2f s",
+        args.protocol,
+        attrs["descriptor"],
+        args.distance,
+        best["f1"],
+        best["radius"],
+        best["precision"],
+        best["recall"],
+        stats["queries"],
+        seconds,
+    )
+
+
+def cmd_summarize(args) -> None:
+    from risbench import report
+
+    report.summarize(
+        args.stats,
+        tables_dir=Path(args.tables_dir),
+        figures_dir=Path(args.figures_dir),
+        timings=args.timings,
+    )
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="risbench", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dataset", help="collect, decode and split the source images")
+    p.add_argument("--spec", required=True, help="the config's dataset section as JSON")
+    p.add_argument("--images-dir", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--list", required=True, help="the original variant's image list")
+    p.add_argument("--skipped", required=True)
+    p.add_argument("--duplicates", required=True)
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("modify", help="make one modified variant of the base images")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--originals", required=True, help="the original variant's image list")
+    p.add_argument("--images-dir", required=True)
+    p.add_argument("--list", required=True, help="this variant's image list (output)")
+    p.add_argument("--reencode-quality", type=int, default=None)
+    p.set_defaults(func=cmd_modify)
+
+    p = sub.add_parser("catalog", help="join the variant lists into images.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("lists", nargs="+")
+    p.set_defaults(func=cmd_catalog)
+
+    from risbench.hashing import HASHES
+
+    p = sub.add_parser("hash", help="print the hash of image files: <hex code>\\t<file>")
+    p.add_argument("method", choices=list(HASHES))
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_hash)
+
+    p = sub.add_parser("hash-store", help="hash one variant's images into a descriptor store")
+    p.add_argument("--descriptor", required=True)
+    p.add_argument("--list", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_hash_store)
+
+    p = sub.add_parser("extract", help="CNN features of one variant, one pass per model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--spec", required=True, help="the model's config entry as JSON")
+    p.add_argument("--list", required=True)
+    p.add_argument("--store", action="append", default=[], help="DESCRIPTOR=PATH, repeated")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("benchmark", help="radius sweep of one descriptor, distance, protocol")
+    p.add_argument("--list", action="append", default=[], help="VARIANT=PATH, repeated")
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--distance", required=True)
+    p.add_argument("--store", action="append", default=[], help="VARIANT=PATH, repeated")
+    p.add_argument("--spec", required=True, help="the config's benchmark section as JSON")
+    p.add_argument("--table", required=True)
+    p.add_argument("--stats", required=True)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("summarize", help="paper tables and figures from benchmark outputs")
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--timings", nargs="*", default=[], help="Snakemake benchmark: files")
+    p.add_argument("stats", nargs="+", help="benchmark stats JSON files")
+    p.set_defaults(func=cmd_summarize)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+def benchmark_spec(wildcards):
+    """The benchmark settings one table depends on (its own distance's grid only)."""
+    spec = {k: v for k, v in config["benchmark"].items() if k not in ("protocols", "radius")}
+    spec["radius"] = {wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)}
+    return json.dumps(spec, sort_keys=True)
+
+
+rule benchmark:
+    input:
+        lists=lambda w: [variant_list(v) for v in protocol_variants(w.protocol)],
+        stores=lambda w: [store(w.descriptor, v) for v in protocol_variants(w.protocol)],
+        code=code("protocols", "metrics", "distance", "catalog", "store"),
+    output:
+        table="results/benchmark/{protocol}/{descriptor}__{distance}.parquet",
+        stats="results/benchmark/{protocol}/{descriptor}__{distance}.json",
+    params:
+        spec=benchmark_spec,
+        inputs=lambda w: " ".join(
+            f"--list {v}={variant_list(v)} --store {v}={store(w.descriptor, v)}"
+            for v in protocol_variants(w.protocol)
+        ),
+    resources:
+        gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
+    log:
+        "logs/benchmark/{protocol}/{descriptor}__{distance}.log",
+    benchmark:
+        "results/timings/benchmark/{protocol}/{descriptor}__{distance}.tsv"
+    shell:
+        "risbench benchmark --protocol {wildcards.protocol} --distance {wildcards.distance}"
+        " {params.inputs} --spec {params.spec:q}"
+        " --table {output.table} --stats {output.stats} 2> {log}"

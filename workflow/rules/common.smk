@@ -23,7 +23,7 @@ CONDA_ENV = "../../environment.yml"
 
 
 def code(*modules):
-    """The package modules a rule runs: editing one reruns the jobs that use it."""
+    """The package modules a job runs; editing one reruns the jobs that use it."""
     return [os.path.join(SRC, f"{module}.py") for module in ("cli", *modules)]
 
 
@@ -55,9 +55,9 @@ def benchmark_outputs(suffix):
 
 
 def summary_outputs():
-    """What `rule summarize` writes (and `rule all` asks for), from the config alone:
-    the robustness figure only when a modification runs at two or more strengths
-    (sweeps, or e.g. `rotate` and `rotate-2`) under the single protocol."""
+    """The summary's tables and figures, decided by the config alone. The
+    robustness figure is made only when a modification runs at two or more
+    strengths (sweeps, or e.g. `rotate` and `rotate-2`) under the single protocol."""
     from risbench import modify
 
     tables = ["table3_all", "table4_single", "distances", "ranked", "timing"]

@@ -1,22 +1,57 @@
+# MIRFLICKR-25k (dataset.source: mirflickr): the archive is a cache kept beside
+# the unpacked folder (with its .part while downloading), not a rule output, so
+# that no rerun deletes a finished or half-finished download.
+MIRFLICKR_ARCHIVE = "results/download/mirflickr25k.zip"
+MIRFLICKR_DIR = "results/download/mirflickr25k"
+
+
+rule download_mirflickr:
+    output:
+        directory(MIRFLICKR_DIR),
+    log:
+        "logs/download_mirflickr.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        url=config["dataset"]["url"],
+        sha256=(
+            f"--sha256 {config['dataset']['sha256']}"
+            if config["dataset"]["sha256"]
+            else ""
+        ),
+        archive=MIRFLICKR_ARCHIVE,
+    shell:
+        "risbench download --url {params.url:q} {params.sha256} --archive {params.archive}"
+        " --unpack-to {output} 2> {log}"
+
+
 rule dataset:
     input:
         code=code("dataset", "catalog"),
+        unpacked=[MIRFLICKR_DIR] if config["dataset"]["source"] == "mirflickr" else [],
     output:
         manifest="results/dataset/manifest.parquet",
         list=variant_list("original"),
         images=directory("results/images/original"),
         skipped="results/dataset/skipped.csv",
         duplicates="results/dataset/duplicates.csv",
-    params:
-        spec=json.dumps(config["dataset"], sort_keys=True),
+        near_duplicates="results/dataset/near_duplicates.csv",
     log:
         "logs/dataset.log",
     benchmark:
         "results/timings/dataset.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        spec=json.dumps(config["dataset"], sort_keys=True),
+        source_dir=MIRFLICKR_DIR,
     shell:
         "risbench dataset --spec {params.spec:q} --images-dir {output.images}"
         " --manifest {output.manifest} --list {output.list}"
-        " --skipped {output.skipped} --duplicates {output.duplicates} 2> {log}"
+        " --skipped {output.skipped} --duplicates {output.duplicates}"
+        " --near-duplicates {output.near_duplicates} --source-dir {params.source_dir}"
+        " 2> {log}"
 
 
 rule catalog:
@@ -27,5 +62,7 @@ rule catalog:
         "results/dataset/images.parquet",
     log:
         "logs/catalog.log",
+    conda:
+        CONDA_ENV
     shell:
         "risbench catalog --out {output} {input.lists} 2> {log}"

@@ -1,11 +1,84 @@
+# The paper's tables and figures, and the captions of `snakemake --report`.
+
+
+report: "../report/workflow.rst"
+
+
+# The Snakemake `benchmark:` file of every job the summary covers.
+TIMING_FILES = [rules.dataset.benchmark] + expand(
+    rules.modify.benchmark, variant=MODIFIED
+)
+TIMING_FILES += expand(rules.hash.benchmark, hash=config["hashes"], variant=VARIANTS)
+for model_key in config.get("models") or {}:
+    TIMING_FILES += expand(
+        getattr(rules, f"extract_{model_key}").benchmark, variant=VARIANTS
+    )
+TIMING_FILES += [
+    path.replace("results/benchmark/", "results/timings/benchmark/", 1).removesuffix(
+        ".json"
+    )
+    + ".tsv"
+    for path in benchmark_outputs("json")
+]
+
+# What the report's result lists show (sorted by this label), per output name.
+REPORT_TITLES = {
+    "table3_all": "1. Table 3: best F1 per descriptor, protocol all",
+    "table4_single": "2. Table 4: best F1 per modification",
+    "distances": "3. Distances of similar and dissimilar pairs",
+    "ranked": "4. Ranked retrieval: recall@k, mAP, micro-AP",
+    "timing": "5. Time and memory per stage",
+    "examples": "1. Example images (Fig. 3)",
+    "f1_by_modification": "2. Best F1 per modification (Fig. 4)",
+    "prf_radius": "3. Precision, recall, F1 against radius (Figs. 5-7)",
+    "distance_histograms": "4. Distance distributions",
+    "robustness": "5. Robustness to modification strength",
+}
+
+# Tables (CSV) and figures go into the HTML report, each with its caption under
+# workflow/report/; the Markdown copies of the tables stay out of it.
+SUMMARY_REPORTED = []
+for path in summary_outputs():
+    name, suffix = Path(path).stem, Path(path).suffix
+    if suffix == ".md":
+        SUMMARY_REPORTED.append(path)
+        continue
+    category = "Tables" if suffix == ".csv" else "Figures"
+    labels = {"title": REPORT_TITLES.get(name, name), "file": Path(path).name}
+    caption = f"../report/{name}.rst"
+    marked = report(path, caption=caption, category=category, labels=labels)
+    SUMMARY_REPORTED.append(marked)
+
+
 rule summarize:
     input:
         stats=benchmark_outputs("json"),
-        code=code("report"),
+        tables=benchmark_outputs("parquet"),
+        timings=TIMING_FILES,
+        images="results/dataset/images.parquet",
+        code=code("report", "modify"),
     output:
-        summary_outputs(),
+        SUMMARY_REPORTED,
     log:
         "logs/summarize.log",
+    conda:
+        CONDA_ENV
+    params:
+        # The stats and timing files are named by folder, protocols and pairs:
+        # a command naming each one would outgrow the limit on one argument.
+        protocols=" ".join(PROTOCOLS),
+        pairs=" ".join(
+            f"{descriptor}__{distance}"
+            for descriptor in DESCRIPTORS
+            for distance in risbench_config.distances(config, descriptor)
+        ),
+        robustness=(
+            "--robustness"
+            if "results/figures/robustness.png" in summary_outputs()
+            else ""
+        ),
     shell:
         "risbench summarize --tables-dir results/tables --figures-dir results/figures"
-        " {input.stats} 2> {log}"
+        " --benchmark-dir results/benchmark --protocols {params.protocols}"
+        " --pairs {params.pairs} --timings-dir results/timings"
+        " --images {input.images} {params.robustness} 2> {log}"

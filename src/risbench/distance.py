@@ -1,0 +1,571 @@
+"""Array backends and tiled all-pairs distance kernels.
+
+Every kernel is written once against an array module ``xp``: NumPy on the CPU,
+CuPy on a CUDA device (:func:`array_module`). A descriptor matrix is *prepared*
+once per store (:func:`prepare_pair`: rows normalised, norms and packed words
+computed), then the distances of the queries against the whole index come out
+in row tiles (:func:`iter_distance_tiles`), so memory stays
+O(n·d + tile·n) whatever the number of queries.
+
+Distances (the paper's definitions):
+
+- ``hamming``: differing bits / bits, on bit-packed uint8 codes (``bits`` given
+  explicitly: colorhash and friends do not fill their last byte; the padding
+  bits must be equal in every row, as ``np.packbits`` makes them). Rows are
+  zero-padded to whole uint64 words and compared with XOR and popcount.
+- ``cosine``: 1 − cos similarity, ``angular``: arccos(cos similarity)/π. Rows
+  are L2-normalised once (in float64, stored float32) and compared with one
+  float32 matrix product; the similarity is clamped into [-1, 1], so cosine is
+  in [0, 2] and angular in [0, 1]. **Zero vectors**: a zero row stays zero, so
+  its similarity with anything is 0: cosine distance 1, angular distance 0.5
+  (except against an identical zero row, see below).
+- ``euclidean``: on the stored vectors, sqrt(|q|² + |i|² − 2 q·i) with one
+  float32 matrix product; both sides are first centred on the index mean (the
+  distance does not change, the cancellation in the formula shrinks) and the
+  squared distance is floored at 0. The formula's absolute error is about
+  1e-3 × the largest (centred) norm, so distances much smaller than that (two
+  tiny vectors next to large ones) are not resolved; descriptors of one scale,
+  as CNN features are, are not affected.
+- ``rv``: 1 − peak cross-correlation of 40-byte Radial Variance digests
+  (:func:`risbench.phash.rv_peak`, pHash's ``ph_crosscorr``), computed on the
+  host in float64.
+
+**Identical rows are at distance exactly 0.** A float32 product of a
+normalised row with itself is 0.99999994 or 1.0000001, not 1; rather than snap
+small distances to 0 (which would also merge distinct near-duplicates), the
+kernels find the (query, index) pairs whose stored rows are *bit-identical*
+(hash of the row bytes, confirmed byte by byte) and set exactly those to 0.
+So d(x, x) = 0 for every distance, two different images with bit-identical
+descriptors are at distance 0, and every other pair keeps its computed value.
+(Rows equal in value but not in bits, such as 0.0 and -0.0, are not merged.)
+
+**Determinism.** BLAS results depend on the shape of the call (OpenBLAS and
+cuBLAS pick different kernels for 1, 7 or 512 rows), so the float kernels
+always multiply fixed-size blocks of ``kernel_rows(n)`` query rows (the last
+one zero-padded), aligned on multiples of that size. A query's distances are
+therefore bitwise the same whatever tile size the caller asks for; the tile
+size only changes how the rows are handed out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+DISTANCES = ("hamming", "cosine", "angular", "euclidean", "rv")
+FLOAT_DISTANCES = ("cosine", "angular", "euclidean")
+RV_BYTES = 40
+
+# Fixed GEMM block: at most this many query rows, and at most KERNEL_MB of
+# output per block, per backend. Depends on the index size only, never on tiles.
+_KERNEL_ROWS = {"numpy": 512, "cupy": 4096}
+_KERNEL_MB = {"numpy": 64, "cupy": 1024}
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def array_module(device: str = "auto"):
+    """The array module for ``device``: ``cpu`` → NumPy; ``cuda`` → CuPy (a
+    RuntimeError when CuPy or a CUDA device is missing); ``auto`` → CuPy when it
+    imports and sees a CUDA device, else NumPy."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+
+        available = cupy.cuda.runtime.getDeviceCount() > 0
+        reason = "no CUDA device visible to CuPy"
+    except Exception as error:  # ImportError, CUDA driver errors
+        cupy, available, reason = None, False, f"CuPy unavailable ({error})"
+    if available:
+        return cupy
+    if device == "cuda":
+        raise RuntimeError(
+            f"device 'cuda' requested but {reason}; install cupy-cuda12x on a CUDA machine "
+            "or use device 'cpu'/'auto'"
+        )
+    return np
+
+
+def is_numpy(xp) -> bool:
+    return xp is np
+
+
+def to_numpy(array) -> np.ndarray:
+    """A NumPy copy (or view) of a NumPy or CuPy array."""
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return get() if get is not None else np.asarray(array)
+
+
+def kernel_rows(n_index: int, xp=np) -> int:
+    """Query rows per matrix-product block: a function of the index size and the
+    backend only, so that results never depend on the caller's tile size."""
+    name = "numpy" if is_numpy(xp) else "cupy"
+    budget = _KERNEL_MB[name] * 2**20 // (4 * max(1, n_index))
+    return int(max(1, min(_KERNEL_ROWS[name], budget)))
+
+
+def tile_rows_for(n_index: int, tile_mb: float, bytes_per_entry: int = 4) -> int:
+    """Rows of a (rows, n_index) tile that fit in ``tile_mb`` megabytes (at least 1)."""
+    if tile_mb <= 0:
+        raise ValueError("tile_mb must be positive")
+    return int(max(1, tile_mb * 2**20 // (bytes_per_entry * max(1, n_index))))
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class Prepared:
+    """A descriptor matrix made ready for one distance (on the backend ``xp``).
+
+    ``data``: float32 rows (normalised for cosine/angular, centred for
+    euclidean), uint64 words for hamming, or the raw uint8 digests (host) for
+    rv. ``words_t``: hamming words transposed (index side). ``sqnorm``:
+    squared norms (euclidean). ``host``: the rows as given (for identity tests).
+    """
+
+    distance: str
+    xp: object
+    n: int
+    data: object
+    host: np.ndarray
+    bits: int | None = None
+    sqnorm: object = None
+    words_t: object = None
+    center: np.ndarray | None = None
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; one of {', '.join(DISTANCES)}")
+
+
+def _as_2d(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
+    return x
+
+
+def hamming_bits(width: int, bits: int | None) -> int:
+    """The number of code bits: ``bits`` when given (checked against the byte width),
+    else 8 × width."""
+    if bits is None:
+        return 8 * width
+    bits = int(bits)
+    if not 0 < bits <= 8 * width or (bits + 7) // 8 != width:
+        raise ValueError(f"hamming: {bits} bits do not fit rows of {width} bytes")
+    return bits
+
+
+def _prepare(x, distance: str, xp, *, bits=None, center=None) -> Prepared:
+    _check_distance(distance)
+    x = _as_2d(x, distance)
+    n = x.shape[0]
+    if distance == "hamming":
+        if x.dtype != np.uint8:
+            raise ValueError(f"hamming needs bit-packed uint8 codes, got {x.dtype}")
+        bits = hamming_bits(x.shape[1], bits)
+        width = -(-x.shape[1] // 8) * 8
+        padded = np.zeros((n, width), dtype=np.uint8)
+        padded[:, : x.shape[1]] = x
+        words = padded.view(np.uint64)
+        return Prepared(
+            distance,
+            xp,
+            n,
+            xp.asarray(words),
+            x,
+            bits=bits,
+            words_t=xp.asarray(np.ascontiguousarray(words.T)),
+        )
+    if distance == "rv":
+        if x.dtype != np.uint8 or x.shape[1] != RV_BYTES:
+            raise ValueError(f"rv needs (rows, {RV_BYTES}) uint8 digests, got {x.dtype} {x.shape}")
+        return Prepared(distance, xp, n, x, x)
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"{distance} needs numeric vectors, got {x.dtype}")
+    # row chunks in float64 (cache-sized): norms, normalised or centred rows in float32
+    d = x.shape[1]
+    if distance == "euclidean" and center is None:
+        center = x.mean(axis=0, dtype=np.float64) if n else np.zeros(d)
+    data = np.empty((n, d), dtype=np.float32)
+    sq = np.empty(n, dtype=np.float32)
+    step = max(1, 2**19 // max(1, d))
+    for a in range(0, n, step):
+        c = x[a : a + step].astype(np.float64)
+        if not np.isfinite(c).all():
+            raise ValueError(f"{distance}: descriptors contain NaN or infinity")
+        if distance == "euclidean":
+            c -= center
+            c32 = c.astype(np.float32)
+            data[a : a + step] = c32
+            c = c32.astype(np.float64)
+            sq[a : a + step] = np.einsum("ij,ij->i", c, c)
+        else:
+            norm = np.sqrt(np.einsum("ij,ij->i", c, c))
+            data[a : a + step] = c / np.where(norm > 0, norm, 1.0)[:, None]
+    if distance == "euclidean":
+        return Prepared(distance, xp, n, xp.asarray(data), x, sqnorm=xp.asarray(sq), center=center)
+    return Prepared(distance, xp, n, xp.asarray(data), x)
+
+
+def prepare_pair(queries, index, distance: str, *, bits=None, xp=np) -> tuple[Prepared, Prepared]:
+    """Prepare the query and index matrices for ``distance`` (once per store).
+
+    Passing the same object twice prepares it once."""
+    _check_distance(distance)
+    ip = _prepare(index, distance, xp, bits=bits)
+    if queries is index:
+        return ip, ip
+    q = _as_2d(queries, "queries")
+    if q.shape[1] != ip.host.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} columns, the index {ip.host.shape[1]}")
+    qp = _prepare(q, distance, xp, bits=ip.bits, center=ip.center)
+    return qp, ip
+
+
+# --------------------------------------------------------------------------- identical rows
+
+
+def _row_hashes(x: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (wrapping polynomial hash, then mixed)."""
+    b = np.ascontiguousarray(x).reshape(x.shape[0], -1).view(np.uint8)
+    n, width = b.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    words = -(-width // 8)
+    rng = np.random.default_rng(0x5EED)
+    mult = rng.integers(1, 2**63, size=words, dtype=np.uint64) | np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    step = max(1, 2**22 // max(1, words * 8))
+    with np.errstate(over="ignore"):
+        for a in range(0, n, step):
+            block = b[a : a + step]
+            if width % 8:
+                pad = np.zeros((len(block), words * 8), dtype=np.uint8)
+                pad[:, :width] = block
+                block = pad
+            w = np.ascontiguousarray(block).view(np.uint64)
+            h = (w * mult).sum(axis=1, dtype=np.uint64)
+            h ^= h >> np.uint64(31)
+            h *= np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(29)
+            out[a : a + step] = h
+    return out
+
+
+def identical_pairs(queries: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, cols) of the index rows bit-identical to each query row.
+
+    Candidates come from a hash of the row bytes and are confirmed byte by byte,
+    so the answer is exact."""
+    queries = np.asarray(queries)
+    index = np.asarray(index)
+    nq = queries.shape[0]
+    if nq == 0 or index.shape[0] == 0:
+        return np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    hi = _row_hashes(index)
+    hq = hi if queries is index else _row_hashes(queries)
+    order = np.argsort(hi, kind="stable")
+    sorted_h = hi[order]
+    lo = np.searchsorted(sorted_h, hq, side="left")
+    up = np.searchsorted(sorted_h, hq, side="right")
+    counts = up - lo
+    rows = np.repeat(np.arange(nq), counts)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    cols = order[starts + np.arange(rows.size)] if rows.size else np.zeros(0, np.int64)
+    qb = np.ascontiguousarray(queries).reshape(nq, -1).view(np.uint8)
+    ib = np.ascontiguousarray(index).reshape(index.shape[0], -1).view(np.uint8)
+    keep = np.ones(rows.size, dtype=bool)
+    check = np.flatnonzero(rows != cols) if queries is index else np.arange(rows.size)
+    step = max(1, 2**24 // max(1, qb.shape[1]))
+    for a in range(0, check.size, step):
+        sl = check[a : a + step]
+        keep[sl] = (qb[rows[sl]] == ib[cols[sl]]).all(axis=1)
+    rows, cols = rows[keep], cols[keep].astype(np.int64)
+    indptr = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=nq), out=indptr[1:])
+    return indptr, cols
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@lru_cache(maxsize=1)
+def _cupy_popcount():
+    import cupy
+
+    return cupy.ElementwiseKernel("uint64 x", "uint8 y", "y = __popcll(x)", "risbench_popcount")
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(xp, x, out):
+    """Population count of uint64 ``x`` into uint8 ``out``."""
+    if hasattr(xp, "bitwise_count"):
+        return xp.bitwise_count(x, out=out)
+    if not is_numpy(xp):
+        return _cupy_popcount()(x, out)
+    lut = _POP8
+    out[...] = lut[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+    return out
+
+
+def _hamming_block(qp: Prepared, q0: int, q1: int, ip: Prepared, out) -> None:
+    """Differing-bit counts of query rows q0:q1 against the index, into ``out``
+    (uint16, (q1 - q0, n))."""
+    xp = qp.xp
+    qw = qp.data[q0:q1]
+    it = ip.words_t
+    words = it.shape[0]
+    rows = q1 - q0
+    n = ip.n
+    chunk = rows if not is_numpy(xp) else max(1, 2**17 // max(1, n))
+    for a in range(0, rows, chunk):
+        b = min(rows, a + chunk)
+        acc = out[a:b]
+        tmp = xp.empty((b - a, n), dtype=np.uint64)
+        cnt = xp.empty((b - a, n), dtype=np.uint8)
+        for w in range(words):
+            xp.bitwise_xor(qw[a:b, w, None], it[w][None, :], out=tmp)
+            _popcount(xp, tmp, cnt)
+            if w == 0:
+                acc[...] = cnt
+            else:
+                xp.add(acc, cnt, out=acc)
+
+
+def _gemm_block(qp: Prepared, q0: int, q1: int, ip: Prepared, rows: int, out, scratch):
+    """``out[:q1-q0] = Q[q0:q1] @ I.T`` computed as one fixed-shape (rows, n) product.
+
+    Blocks shorter than ``rows`` (the last one) are zero-padded, so every product
+    has the same shape and a row's result does not depend on where tiles start."""
+    xp = qp.xp
+    q = qp.data[q0:q1]
+    if q1 - q0 == rows:
+        xp.matmul(q, ip.data.T, out=out)
+        return out
+    pad = scratch["pad"]
+    pad[: q1 - q0] = q
+    pad[q1 - q0 :] = 0
+    full = scratch["full"]
+    xp.matmul(pad, ip.data.T, out=full)
+    out[...] = full[: q1 - q0]
+    return out
+
+
+def _to_distance(qp: Prepared, ip: Prepared, s, q0: int) -> None:
+    """Turn the matrix products ``s`` of query rows q0:q0+len(s) into float32
+    distances, in place."""
+    xp = qp.xp
+    if qp.distance == "cosine":
+        xp.subtract(np.float32(1), s, out=s)
+        if float(s.min()) < 0:  # |s| > 1 by rounding (near-identical rows)
+            xp.maximum(s, np.float32(0), out=s)
+    elif qp.distance == "angular":
+        if float(s.max()) > 1 or float(s.min()) < -1:
+            xp.clip(s, np.float32(-1), np.float32(1), out=s)
+        xp.arccos(s, out=s)
+        xp.multiply(s, np.float32(1 / math.pi), out=s)
+    else:  # euclidean
+        xp.multiply(s, np.float32(-2), out=s)
+        xp.add(s, ip.sqnorm[None, :], out=s)
+        xp.add(s, qp.sqnorm[q0 : q0 + len(s), None], out=s)
+        if float(s.min()) < 0:
+            xp.maximum(s, np.float32(0), out=s)
+        xp.sqrt(s, out=s)
+
+
+def _rv_peak():
+    from risbench.phash import rv_peak
+
+    return rv_peak
+
+
+def _rv_block(qp: Prepared, q0: int, q1: int, ip: Prepared, rows: int, out) -> None:
+    xp = qp.xp
+    q = qp.host[q0:q1]
+    if q1 - q0 < rows:  # fixed shape, as for the float kernels
+        q = np.concatenate([q, np.zeros((rows - (q1 - q0), RV_BYTES), np.uint8)])
+    peak = np.asarray(_rv_peak()(q, ip.host), dtype=np.float64)[: q1 - q0]
+    d = np.maximum(1.0 - peak, 0.0)
+    out[...] = xp.asarray(d)
+
+
+def raw_dtype(distance: str, bits: int | None = None):
+    """dtype of the raw tiles: bit counts for hamming, float64 for rv, else float32."""
+    if distance == "hamming":
+        return np.uint16 if (bits or 0) < 2**16 else np.uint32
+    return np.float64 if distance == "rv" else np.float32
+
+
+def iter_raw_tiles(
+    qp: Prepared,
+    ip: Prepared,
+    tile_rows: int,
+    identical: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    deferred: bool = False,
+) -> Iterator[tuple]:
+    """Yield ``(start, stop, tile)``: the distances of query rows start:stop
+    against every index row, ``tile`` of shape (stop - start, n) on ``qp.xp``.
+
+    Raw units: differing-bit *counts* for hamming (integers, exact), distances
+    for the others. Pairs listed in ``identical`` (CSR from
+    :func:`identical_pairs`) are set to exactly 0. The tile buffer is reused
+    between yields: copy what you keep.
+
+    With ``deferred``, yields ``(start, stop, tile, finish)`` instead, where the
+    tile still holds the matrix products and ``finish(a, b)`` turns its rows
+    a:b into distances in place (so that a caller can do it chunk by chunk,
+    while the rows are in cache). Every row must be finished exactly once."""
+    xp = qp.xp
+    nq, n = qp.n, ip.n
+    if tile_rows < 1:
+        raise ValueError("tile_rows must be at least 1")
+    dtype = raw_dtype(qp.distance, qp.bits)
+    block = kernel_rows(n, xp)
+    tile_rows = int(min(tile_rows, max(nq, 1)))
+    if tile_rows >= block:
+        tile_rows -= tile_rows % block  # whole blocks: computed in place, no copies
+    is_float = qp.distance in FLOAT_DISTANCES
+    scratch = {}
+    if is_float:
+        scratch["pad"] = xp.zeros((block, qp.data.shape[1]), dtype=np.float32)
+        scratch["full"] = xp.empty((block, n), dtype=np.float32)
+    if identical is not None:
+        id_ptr, id_cols = identical
+        id_cols_x = xp.asarray(id_cols)
+    tile_buf = xp.empty((tile_rows, n), dtype=dtype)
+    block_buf = xp.empty((block, n), dtype=dtype) if tile_rows < block else None
+    cached = -1
+
+    def compute(b0: int, b1: int, out) -> None:
+        if qp.distance == "hamming":
+            _hamming_block(qp, b0, b1, ip, out)
+        elif qp.distance == "rv":
+            _rv_block(qp, b0, b1, ip, block, out)
+        else:
+            _gemm_block(qp, b0, b1, ip, block, out, scratch)
+
+    for start in range(0, nq, tile_rows):
+        stop = min(nq, start + tile_rows)
+        if block_buf is None:  # tile = whole blocks
+            tile = tile_buf[: stop - start]
+            for b0 in range(start, stop, block):
+                b1 = min(stop, b0 + block)
+                compute(b0, b1, tile[b0 - start : b1 - start])
+        else:
+            first, last = start // block, (stop - 1) // block
+            if first == last:
+                if cached != first:
+                    b0 = first * block
+                    b1 = min(nq, b0 + block)
+                    compute(b0, b1, block_buf[: b1 - b0])
+                    cached = first
+                tile = block_buf[start - first * block : stop - first * block]
+            else:
+                tile = tile_buf[: stop - start]
+                for k in range(first, last + 1):
+                    b0, b1 = k * block, min(nq, (k + 1) * block)
+                    if cached != k:
+                        compute(b0, b1, block_buf[: b1 - b0])
+                        cached = k
+                    lo, hi = max(start, b0), min(stop, b1)
+                    tile[lo - start : hi - start] = block_buf[lo - b0 : hi - b0]
+
+        def finish(a: int, b: int, tile=tile, start=start) -> None:
+            part = tile[a:b]
+            if is_float:
+                _to_distance(qp, ip, part, start + a)
+            if identical is not None:
+                i0, i1 = int(id_ptr[start + a]), int(id_ptr[start + b])
+                if i1 > i0:
+                    counts = np.diff(id_ptr[start + a : start + b + 1])
+                    rows = np.repeat(np.arange(b - a), counts)
+                    part[xp.asarray(rows), id_cols_x[i0:i1]] = 0
+
+        if deferred:
+            yield start, stop, tile, finish
+        else:
+            finish(0, stop - start)
+            yield start, stop, tile
+
+
+def iter_distance_tiles(
+    queries,
+    index,
+    distance: str,
+    *,
+    bits: int | None = None,
+    tile_mb: float = 256,
+    tile_rows: int | None = None,
+    device: str = "auto",
+) -> Iterator[tuple[int, int, object]]:
+    """Yield ``(start, stop, tile)``: distances (in the distance's units, hamming
+    as a fraction of the bits, float64) of query rows start:stop against the
+    whole index, ``tile`` on the chosen backend. The row count of a tile is
+    derived from ``tile_mb`` (or given as ``tile_rows``); memory is
+    O(n·d + tile·n). Identical rows are at exactly 0."""
+    xp = array_module(device)
+    qp, ip = prepare_pair(queries, index, distance, bits=bits, xp=xp)
+    ident = identical_pairs(qp.host, ip.host)
+    if tile_rows is None:
+        tile_rows = tile_rows_for(ip.n, tile_mb, np.dtype(raw_dtype(distance, qp.bits)).itemsize)
+    for start, stop, tile in iter_raw_tiles(qp, ip, tile_rows, ident):
+        if distance == "hamming":
+            yield start, stop, tile.astype(np.float64) / qp.bits
+        else:
+            yield start, stop, tile.copy()
+
+
+def pairwise(queries, index, distance: str, *, bits=None, tile_mb: float = 256, device="auto"):
+    """All distances of ``queries`` against ``index`` as one NumPy matrix
+    (float32 for the float distances, float64 for hamming and rv)."""
+    q = _as_2d(queries, "queries")
+    i = _as_2d(index, "index")
+    dtype = np.float64 if distance in ("hamming", "rv") else np.float32
+    out = np.empty((q.shape[0], i.shape[0]), dtype=dtype)
+    src = index if queries is index else q
+    for start, stop, tile in iter_distance_tiles(
+        src, index, distance, bits=bits, tile_mb=tile_mb, device=device
+    ):
+        out[start:stop] = to_numpy(tile)
+    return out
+
+
+def hamming(a, b, bits: int | None = None, **kw) -> np.ndarray:
+    """Differing bits / bits of bit-packed uint8 codes (all pairs)."""
+    return pairwise(a, b, "hamming", bits=bits, **kw)
+
+
+def cosine(a, b, **kw) -> np.ndarray:
+    """1 − cosine similarity (all pairs)."""
+    return pairwise(a, b, "cosine", **kw)
+
+
+def angular(a, b, **kw) -> np.ndarray:
+    """arccos(cosine similarity) / π (all pairs)."""
+    return pairwise(a, b, "angular", **kw)
+
+
+def euclidean(a, b, **kw) -> np.ndarray:
+    """Euclidean distance on the stored vectors (all pairs)."""
+    return pairwise(a, b, "euclidean", **kw)
+
+
+def rv(a, b, **kw) -> np.ndarray:
+    """1 − peak cross-correlation of Radial Variance digests (all pairs)."""
+    return pairwise(a, b, "rv", **kw)

@@ -1,0 +1,182 @@
+"""Distance kernels: values against float64 references, exact zeros, tiling."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from risbench import distance as dist
+
+
+def ref_rv_peak(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """pHash ph_crosscorr, written out: the max over 40 circular shifts of the
+    Pearson correlation, floored at 0 (a constant digest gives 0)."""
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    out = np.zeros((len(a), len(b)))
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            xc, best = x - x.mean(), 0.0
+            for d in range(40):
+                yc = np.roll(y, d) - y.mean()
+                den = np.sqrt((xc**2).sum() * (yc**2).sum())
+                r = (xc * yc).sum() / den if den > 0 else 0.0
+                best = max(best, r)
+            out[i, j] = best
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _rv_reference(monkeypatch):
+    """Use risbench.phash.rv_peak when it exists, else the reference above."""
+    if importlib.util.find_spec("risbench.phash") is None:
+        monkeypatch.setattr(dist, "_rv_peak", lambda: ref_rv_peak)
+
+
+def test_array_module():
+    assert dist.array_module("cpu") is np
+    with pytest.raises(ValueError):
+        dist.array_module("gpu")
+    if importlib.util.find_spec("cupy") is None:
+        assert dist.array_module("auto") is np
+        with pytest.raises(RuntimeError, match="cuda"):
+            dist.array_module("cuda")
+
+
+def test_float_distances_match_float64_reference():
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((13, 37)).astype(np.float32)
+    i = rng.standard_normal((29, 37)).astype(np.float32)
+    q64, i64 = q.astype(float), i.astype(float)
+    cos = (q64 / np.linalg.norm(q64, axis=1)[:, None]) @ (
+        i64 / np.linalg.norm(i64, axis=1)[:, None]
+    ).T
+    np.testing.assert_allclose(dist.cosine(q, i, device="cpu"), 1 - cos, atol=1e-6)
+    np.testing.assert_allclose(
+        dist.angular(q, i, device="cpu"), np.arccos(np.clip(cos, -1, 1)) / np.pi, atol=1e-4
+    )
+    eu = np.linalg.norm(q64[:, None] - i64[None], axis=2)
+    np.testing.assert_allclose(dist.euclidean(q, i, device="cpu"), eu, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [8, 42, 64, 144, 576])
+def test_hamming_exact(bits):
+    rng = np.random.default_rng(bits)
+    qb = rng.integers(0, 2, (11, bits), dtype=np.uint8)
+    ib = rng.integers(0, 2, (23, bits), dtype=np.uint8)
+    expected = (qb[:, None, :] != ib[None, :, :]).sum(axis=2) / bits
+    got = dist.hamming(np.packbits(qb, axis=1), np.packbits(ib, axis=1), bits, device="cpu")
+    assert np.array_equal(got, expected)
+
+
+def test_hamming_bits_must_fit_the_bytes():
+    codes = np.zeros((2, 8), dtype=np.uint8)
+    with pytest.raises(ValueError):
+        dist.hamming(codes, codes, 42)  # 42 bits need 6 bytes, not 8
+
+
+def test_rv_matches_ph_crosscorr():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (4, 40), dtype=np.uint8)
+    b = rng.integers(0, 256, (6, 40), dtype=np.uint8)
+    b[2] = 7  # a constant digest: peak 0, distance 1
+    expected = 1 - ref_rv_peak(a, b)
+    np.testing.assert_allclose(dist.rv(a, b, device="cpu"), expected, atol=1e-12)
+    assert np.all(dist.rv(a, b, device="cpu")[:, 2] == 1.0)
+
+
+def _random_rows(distance, rng, n):
+    if distance == "hamming":
+        return np.packbits(rng.integers(0, 2, (n, 100), dtype=np.uint8), axis=1), 100
+    if distance == "rv":
+        return rng.integers(0, 256, (n, 40), dtype=np.uint8), None
+    # scales vary for the normalised distances; euclidean (|q|² + |i|² - 2q·i in
+    # float32) resolves distances down to about 1e-3 of the norms only
+    scale = 10.0 ** rng.integers(-3, 4, (n, 1)) if distance != "euclidean" else 1.0
+    x = (rng.standard_normal((n, 300)) * scale).astype(np.float32)
+    return x, None
+
+
+@pytest.mark.parametrize("distance", dist.DISTANCES)
+def test_self_distance_is_exactly_zero(distance):
+    rng = np.random.default_rng(5)
+    x, bits = _random_rows(distance, rng, 300 if distance != "rv" else 60)
+    x[7] = 0  # a zero row (and a constant digest)
+    x[8] = x[3]  # a different image with the same descriptor
+    d = dist.pairwise(x, x, distance, bits=bits, device="cpu")
+    assert np.all(np.diag(d) == 0.0)
+    assert d[3, 8] == 0.0 and d[8, 3] == 0.0
+    assert np.all(d >= 0)
+    off = d[~np.eye(len(x), dtype=bool)]
+    # only the duplicate pair is at 0
+    assert np.count_nonzero(off == 0) == 2
+
+
+def test_self_zero_without_duplicate_detection_would_fail():
+    """The reason for the identical-rows rule: a float32 product of a normalised
+    row with itself is not always 1."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((200, 2048)).astype(np.float32)
+    qp, ip = dist.prepare_pair(x, x, "cosine")
+    raw = next(dist.iter_raw_tiles(qp, ip, 200))[2]
+    assert np.any(np.diag(raw) != 0)  # without the identical pairs
+    raw = next(dist.iter_raw_tiles(qp, ip, 200, dist.identical_pairs(x, x)))[2]
+    assert np.all(np.diag(raw) == 0)
+
+
+def test_zero_vectors():
+    x = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
+    q = np.array([[0, 0, 0], [0, 2, 0]], dtype=np.float32)
+    cos = dist.cosine(q, x, device="cpu")
+    assert cos.tolist() == [[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    ang = dist.angular(q, x, device="cpu")
+    assert ang.tolist() == [[0.0, 0.5, 0.0], [0.5, 0.5, 0.5]]
+
+
+def test_identical_pairs_is_exact_even_when_hashes_collide(monkeypatch):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, (40, 4)).astype(np.float32)
+    truth = (x[:, None, :] == x[None, :, :]).all(axis=2)
+    monkeypatch.setattr(dist, "_row_hashes", lambda a: np.zeros(len(a), np.uint64))
+    ptr, cols = dist.identical_pairs(x, x.copy())
+    got = np.zeros_like(truth)
+    for r in range(len(x)):
+        got[r, cols[ptr[r] : ptr[r + 1]]] = True
+    assert np.array_equal(got, truth)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "angular", "euclidean", "hamming"])
+def test_tile_size_does_not_change_a_bit(distance):
+    """Fixed-shape matrix-product blocks: a row's distances are bitwise the same
+    for every tile size (1, 7, all), although BLAS results depend on shapes."""
+    rng = np.random.default_rng(8)
+    x, bits = _random_rows(distance, rng, 150)
+    q = x[:61]
+    full = None
+    for rows in (1, 7, 61):
+        out = np.empty((61, 150))
+        for start, stop, tile in dist.iter_distance_tiles(
+            q, x, distance, bits=bits, tile_rows=rows, device="cpu"
+        ):
+            out[start:stop] = tile
+        if full is None:
+            full = out
+        assert np.array_equal(out, full)
+
+
+def test_tile_rows_from_memory_bound():
+    assert dist.tile_rows_for(1000, 1) == 2**20 // 4000
+    assert dist.tile_rows_for(10**9, 1) == 1
+    assert dist.kernel_rows(14000) == 512
+    assert dist.kernel_rows(175000) == 64 * 2**20 // (4 * 175000)
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError):
+        dist.cosine(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
+    with pytest.raises(ValueError):
+        dist.pairwise(np.ones((1, 2)), np.ones((1, 2)), "manhattan")
+    with pytest.raises(ValueError):
+        dist.rv(np.zeros((1, 39), np.uint8), np.zeros((1, 39), np.uint8))

@@ -1,0 +1,475 @@
+"""The radius sweep against hand-computed cases and a brute-force reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from risbench import distance as dist
+from risbench import metrics
+
+# --------------------------------------------------------------------------- reference
+
+
+def brute_force(index, ig, queries, qg, distance, radii, *, bits=None, qself=None, excl=False):
+    """Per query and per radius, with plain loops: the paper's definitions."""
+    d = dist.pairwise(queries, index, distance, bits=bits, device="cpu").astype(np.float64)
+    nq, n = d.shape
+    qself = np.full(nq, -1) if qself is None else np.asarray(qself)
+    out = {k: np.zeros(len(radii)) for k in ("precision", "recall", "f1", "fbeta")}
+    counts = {k: np.zeros(len(radii), dtype=np.int64) for k in ("tp", "fp", "fn")}
+    for q in range(nq):
+        usable = np.ones(n, dtype=bool)
+        if excl and qself[q] >= 0:
+            usable[qself[q]] = False
+        relevant = (ig == qg[q]) & usable
+        for j, r in enumerate(radii):
+            retrieved = (d[q] <= r) & usable
+            tp = int((retrieved & relevant).sum())
+            nret, nrel = int(retrieved.sum()), int(relevant.sum())
+            p = tp / nret if nret else 1.0
+            rc = tp / nrel if nrel else 1.0
+            f1 = 2 * p * rc / (p + rc) if p + rc > 0 else 0.0
+            fb = 4 * p * rc / (3 * p + rc) if 3 * p + rc > 0 else 0.0  # beta = sqrt(3)
+            out["precision"][j] += p
+            out["recall"][j] += rc
+            out["f1"][j] += f1
+            out["fbeta"][j] += fb
+            counts["tp"][j] += tp
+            counts["fp"][j] += nret - tp
+            counts["fn"][j] += nrel - tp
+    for k in out:
+        out[k] /= nq
+    return out, counts, d
+
+
+def brute_pairs(d, ig, qg, qself):
+    """Similar (same group, not self) and dissimilar distances."""
+    sim, dis = [], []
+    for q in range(d.shape[0]):
+        for i in range(d.shape[1]):
+            if i == qself[q]:
+                continue
+            (sim if ig[i] == qg[q] else dis).append(d[q, i])
+    return np.array(sim), np.array(dis)
+
+
+def brute_ranked(d, ig, qg, qself, excl, k):
+    """Top k with pessimistic ties (irrelevant first, then index order)."""
+    nq, n = d.shape
+    lists, nrel = [], []
+    for q in range(nq):
+        cols = [i for i in range(n) if not (excl and i == qself[q])]
+        rel = {i: ig[i] == qg[q] for i in cols}
+        ranked = sorted(cols, key=lambda i: (d[q, i], rel[i], i))[:k]
+        lists.append([(d[q, i], rel[i]) for i in ranked])
+        nrel.append(sum(rel.values()))
+    has = [q for q in range(nq) if nrel[q] > 0]
+    out = {}
+    for m in (1, 10):
+        if m <= k:
+            out[f"recall_at_{m}"] = (
+                np.mean([any(r for _, r in lists[q][:m]) for q in has]) if has else None
+            )
+    aps = []
+    for q in has:
+        hits, s = 0, 0.0
+        for j, (_, r) in enumerate(lists[q], 1):
+            if r:
+                hits += 1
+                s += hits / j
+        aps.append(s / min(nrel[q], k))
+    out["map_at_k"] = np.mean(aps) if has else None
+    pooled = sorted((dv, r) for lst in lists for dv, r in lst)  # False < True: pessimistic
+    total = sum(nrel)
+    hits, s = 0, 0.0
+    for j, (_, r) in enumerate(pooled, 1):
+        if r:
+            hits += 1
+            s += hits / j
+    out["micro_ap"] = s / total if total else None
+    return out
+
+
+def assert_matches(result, ref, counts):
+    for k in ("tp", "fp", "fn"):
+        assert np.array_equal(getattr(result, k), counts[k]), k
+    for k in ("precision", "recall", "f1", "fbeta"):
+        np.testing.assert_allclose(getattr(result, k), ref[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+# --------------------------------------------------------------------------- hand-computed
+
+
+def line():
+    """Three points on a line, 0 and 1 in group A, 3 in group B (euclidean)."""
+    x = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    x = x - x.mean()  # centred: the float32 formula is exact on these values
+    return x, np.array(["A", "A", "B"])
+
+
+def test_three_points_on_a_line():
+    x, g = line()
+    radii = np.array([0.0, 1.0, 2.0, 3.0])
+    r = metrics.sweep(x, g, x, g, "euclidean", radii, query_self=np.arange(3), device="cpu")
+    # by hand: per query (P, R, F1) at r = 0, 1, 2, 3
+    # q0 (rel {0,1}): (1,.5,2/3) (1,1,1) (1,1,1) (2/3,1,.8)
+    # q1 (rel {0,1}): (1,.5,2/3) (1,1,1) (2/3,1,.8) (2/3,1,.8)
+    # q2 (rel {2}):   (1,1,1) (1,1,1) (.5,1,2/3) (1/3,1,.5)
+    np.testing.assert_allclose(r.precision, [1, 1, 13 / 18, 5 / 9], atol=1e-15)
+    np.testing.assert_allclose(r.recall, [2 / 3, 1, 1, 1], atol=1e-15)
+    np.testing.assert_allclose(r.f1, [7 / 9, 1, 37 / 45, 0.7], atol=1e-15)
+    assert r.tp.tolist() == [3, 5, 5, 5]
+    assert r.fp.tolist() == [0, 0, 2, 4]
+    assert r.fn.tolist() == [2, 0, 0, 0]
+    assert r.best() == {
+        "radius": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "fbeta": 1.0,
+        "tp": 5,
+        "fp": 0,
+        "fn": 0,
+    }
+    table = r.table()
+    assert list(table.columns) == metrics.TABLE_COLUMNS
+    assert table["queries"].tolist() == [3, 3, 3, 3]
+    stats = r.distance_stats()
+    assert stats["similar"]["count"] == 2 and stats["similar"]["mean"] == 1.0
+    assert stats["dissimilar"]["count"] == 4
+    assert stats["dissimilar"]["min"] == 2.0 and stats["dissimilar"]["max"] == 3.0
+    assert stats["dissimilar"]["mean"] == 2.5
+    hist = r.histogram()
+    assert hist["similar"].tolist() == [0, 2, 0, 0]
+    assert hist["dissimilar"].tolist() == [0, 0, 2, 2]
+    ranked = r.ranked()
+    assert ranked["recall_at_1"] == 1.0 and ranked["map_at_k"] == 1.0
+    assert ranked["micro_ap"] == 1.0
+
+
+def test_conventions_nothing_retrieved_and_nothing_relevant():
+    """With exclude_self: at r = 0 q0 and q1 retrieve nothing (P = 1, R = 0,
+    F1 = 0); q2 has nothing relevant (R = 1), and at r = 0 retrieves nothing
+    either (P = R = F1 = 1); at r = 2 it retrieves q1 (P = 0, F1 = 0)."""
+    x, g = line()
+    radii = np.array([0.0, 1.0, 2.0, 3.0])
+    r = metrics.sweep(
+        x, g, x, g, "euclidean", radii, query_self=np.arange(3), exclude_self=True, device="cpu"
+    )
+    np.testing.assert_allclose(r.precision, [1, 1, 0.5, 1 / 3], atol=1e-15)
+    np.testing.assert_allclose(r.recall, [1 / 3, 1, 1, 1], atol=1e-15)
+    np.testing.assert_allclose(r.f1, [1 / 3, 1, 5 / 9, 4 / 9], atol=1e-15)
+    assert r.tp.tolist() == [0, 2, 2, 2]
+    assert r.fp.tolist() == [0, 0, 2, 4]
+    assert r.fn.tolist() == [2, 0, 0, 0]
+    assert r.ranked()["queries_with_relevant"] == 2
+
+
+def test_ranked_metrics_pessimistic_ties():
+    """Hamming, 8 bits. Query q = 0b0 (group A): a = 0b1 (A) and b = 0b10 (B)
+    both at 1/8, c = 0b11 (A) at 2/8. Pessimistic: b ranks before a. Distractor
+    z (group Z): a and b at 5/8, c at 6/8, nothing relevant."""
+    index = np.array([[0b1], [0b10], [0b11]], dtype=np.uint8)
+    ig = np.array(["A", "B", "A"])
+    queries = np.array([[0b0], [0b11110000]], dtype=np.uint8)
+    qg = np.array(["A", "Z"])
+    radii = metrics.radius_grid("hamming", bits=8)
+    r = metrics.sweep(index, ig, queries, qg, "hamming", radii, bits=8, top_k=2, device="cpu")
+    ranked = r.ranked()
+    assert ranked["recall_at_1"] == 0.0
+    assert "recall_at_10" not in ranked
+    # q: b (irrelevant), a (relevant): AP@2 = (1/2) / min(2, 2)
+    assert ranked["map_at_k"] == 0.25
+    # pooled: (1/8, no), (1/8, yes), (5/8, no), (5/8, no); 2 relevant pairs in all
+    assert ranked["micro_ap"] == 0.25  # optimistic ties would give 0.5
+    r3 = metrics.sweep(index, ig, queries, qg, "hamming", radii, bits=8, top_k=3, device="cpu")
+    assert r3.ranked()["map_at_k"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # P/R at r = 1/8 for q: {a, b} retrieved, a relevant: P = 1/2, R = 1/2
+    j = 1
+    assert r.tp[j] == 1 and r.fp[j] == 1 and r.fn[j] == 1
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def test_radius_grid_defaults():
+    h = metrics.radius_grid("hamming", bits=64)
+    assert len(h) == 33 and h[-1] == 0.5 and np.array_equal(h, np.arange(33) / 64)
+    assert np.array_equal(metrics.radius_grid("hamming", bits=10), np.arange(6) / 10)
+    c = metrics.radius_grid("cosine")
+    assert len(c) == 1025 and c[0] == 0 and c[-1] == 1 and c[1] == 2.0**-10
+    assert metrics.radius_grid("rv")[-1] == 1.0
+    a = metrics.radius_grid("angular")
+    assert a[-1] == 0.5 and len(a) == 1025
+    e = metrics.radius_grid("euclidean")
+    assert e[-1] == 2.0 and len(e) == 1025
+    s = metrics.radius_grid("cosine", step=0.0025)
+    assert len(s) == 401 and s[120] == 0.3 and s[-1] == 1.0
+    assert metrics.radius_grid("euclidean", max_radius=3.0)[-1] == 3.0
+    assert metrics.radius_grid("hamming", bits=64, step=0.01)[-1] == 0.5
+    with pytest.raises(ValueError):
+        metrics.radius_grid("hamming")
+    with pytest.raises(ValueError):
+        metrics.radius_grid("cosine", step=0)
+
+
+def clustered(groups, variants, dim, noise, seed):
+    """Bases plus noisy variants (non-negative, as CNN features)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), variants + 1)
+    base = np.abs(rng.standard_normal((groups, dim)))
+    x = base[g] + noise * np.abs(rng.standard_normal((len(g), dim))) * rng.random((len(g), 1))
+    return x.astype(np.float32), g
+
+
+@pytest.mark.parametrize(
+    "distance, normalise", [("cosine", False), ("angular", False), ("euclidean", True)]
+)
+def test_default_step_is_fine_enough(distance, normalise):
+    """Halving the default step moves the best mean F1 by < 0.001 (clusters of a
+    base vector plus 6 noisy variants, noise set so that the best F1 is ~0.9)."""
+    x, g = clustered(120, 6, 64, 2.5, seed=11)
+    if normalise:
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    grid = metrics.radius_grid(distance)
+    step = grid[1] - grid[0]
+    fine = metrics.radius_grid(distance, step=step / 2, max_radius=grid[-1])
+    qs = np.arange(len(x))
+    best = metrics.sweep(x, g, x, g, distance, grid, query_self=qs, device="cpu").best()
+    best2 = metrics.sweep(x, g, x, g, distance, fine, query_self=qs, device="cpu").best()
+    assert 0.6 < best["f1"] < 0.99, best  # a realistic, not trivial, operating point
+    assert abs(best["f1"] - best2["f1"]) < 1e-3
+    # a grid 16x coarser is visibly worse: the test can fail
+    coarse = metrics.radius_grid(distance, step=step * 16, max_radius=grid[-1])
+    best16 = metrics.sweep(x, g, x, g, distance, coarse, query_self=qs, device="cpu").best()
+    assert best2["f1"] - best16["f1"] > 1e-3
+
+
+# --------------------------------------------------------------------------- properties
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def problems(draw):
+    distance = draw(st.sampled_from(["cosine", "euclidean", "angular", "hamming"]))
+    n = draw(st.integers(1, 18))
+    extra = draw(st.integers(0, 5))  # queries not in the index
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    bits = None
+    if distance == "hamming":
+        bits = draw(st.sampled_from([5, 8, 12, 64]))
+        raw = rng.integers(0, 2, (n + extra, bits), dtype=np.uint8)
+        raw[rng.random(n + extra) < 0.3] = raw[0]  # exact duplicates
+        data = np.packbits(raw, axis=1)
+    else:
+        dim = draw(st.integers(1, 5))
+        # small integers: many exact ties, distances at grid values
+        data = rng.integers(-2, 3, (n + extra, dim)).astype(np.float32)
+        if distance == "euclidean":
+            data -= data[:n].mean(axis=0)  # keeps the float32 formula exact
+            data = np.round(data * 4) / 4
+    groups = rng.integers(0, max(1, n // 2), n + extra)
+    kind = draw(st.sampled_from(["default", "step", "arbitrary"]))
+    top = {"hamming": 0.6, "cosine": 1.2, "angular": 0.6, "euclidean": 5.0}[distance]
+    if kind == "default":
+        radii = metrics.radius_grid(distance, bits=bits, max_radius=top)
+    elif kind == "step":
+        step = draw(st.sampled_from([0.1, 0.25, 0.05, 0.3]))
+        radii = metrics.radius_grid(distance, bits=bits, step=step, max_radius=top)
+    else:
+        radii = np.unique(np.round(rng.random(draw(st.integers(1, 12))) * top, 2))
+    return {
+        "distance": distance,
+        "bits": bits,
+        "index": data[:n],
+        "queries": data,
+        "ig": groups[:n],
+        "qg": groups,
+        "qself": np.concatenate([np.arange(n), np.full(extra, -1)]),
+        "radii": radii,
+        "excl": draw(st.booleans()),
+        "tile_rows": draw(st.sampled_from([None, 1, 3, 7])),
+        "top_k": draw(st.integers(1, 12)),
+    }
+
+
+@SETTINGS
+@given(problems())
+def test_sweep_matches_brute_force(p):
+    r = metrics.sweep(
+        p["index"],
+        p["ig"],
+        p["queries"],
+        p["qg"],
+        p["distance"],
+        p["radii"],
+        bits=p["bits"],
+        query_self=p["qself"],
+        exclude_self=p["excl"],
+        tile_rows=p["tile_rows"],
+        beta=math.sqrt(3),
+        top_k=p["top_k"],
+        device="cpu",
+    )
+    ref, counts, d = brute_force(
+        p["index"],
+        p["ig"],
+        p["queries"],
+        p["qg"],
+        p["distance"],
+        p["radii"],
+        bits=p["bits"],
+        qself=p["qself"],
+        excl=p["excl"],
+    )
+    assert_matches(r, ref, counts)
+    assert r.queries == len(p["queries"])
+
+    # distance distributions
+    sim, dis = brute_pairs(d, p["ig"], p["qg"], p["qself"])
+    stats = r.distance_stats()
+    for name, values in (("similar", sim), ("dissimilar", dis)):
+        s = stats[name]
+        assert s["count"] == len(values)
+        if len(values):
+            assert s["min"] == values.min() and s["max"] == values.max()
+            assert s["mean"] == pytest.approx(values.mean(), rel=1e-6, abs=1e-9)
+            hist = np.histogram(values, bins=np.concatenate([[-np.inf], p["radii"]]))[0]
+            # np.histogram bins are [a, b) except the last: count d <= r exactly instead
+            cum = np.array([(values <= rr).sum() for rr in p["radii"]])
+            assert np.array_equal(np.cumsum(r.histogram()[name].to_numpy()), cum)
+            assert s["beyond_grid"] == int((values > p["radii"][-1]).sum())
+            del hist
+    np.testing.assert_allclose(stats["similar"]["median"] or 0, np.median(sim) if len(sim) else 0)
+
+    # ranked metrics
+    expected = brute_ranked(d, p["ig"], p["qg"], p["qself"], p["excl"], p["top_k"])
+    got = r.ranked()
+    for key, value in expected.items():
+        if value is None:
+            assert got[key] is None, key
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["cosine", "angular", "euclidean"]))
+def test_tiling_does_not_change_a_count(seed, distance):
+    """Random (non-integer) floats: every tile size gives the same counts and
+    statistics, bit for bit (fixed-shape matrix products)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((40, 24)).astype(np.float32)
+    g = rng.integers(0, 12, 40)
+    radii = metrics.radius_grid(distance, step=0.01, max_radius=1.0)
+    results = [
+        metrics.sweep(
+            x, g, x, g, distance, radii, query_self=np.arange(40), tile_rows=t, device="cpu"
+        )
+        for t in (1, 7, 40)
+    ]
+    for other in results[1:]:
+        for k in ("tp", "fp", "fn"):
+            assert np.array_equal(getattr(other, k), getattr(results[0], k))
+        np.testing.assert_allclose(other.f1, results[0].f1, rtol=0, atol=1e-14)
+        for name, block in other.distance_stats().items():
+            first = results[0].distance_stats()[name]
+            assert block["mean"] == pytest.approx(first["mean"], rel=1e-6)  # float32 sums
+            assert {k: v for k, v in block.items() if k != "mean"} == {
+                k: v for k, v in first.items() if k != "mean"
+            }
+        assert np.array_equal(other.histogram().to_numpy(), results[0].histogram().to_numpy())
+        assert other.ranked() == results[0].ranked()
+
+
+def test_large_tile_equals_small_tile_counts_on_realistic_data():
+    x, g = clustered(60, 6, 256, 2.5, seed=3)
+    radii = metrics.radius_grid("cosine")
+    a = metrics.sweep(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), device="cpu")
+    b = metrics.sweep(
+        x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), tile_rows=7, device="cpu"
+    )
+    assert np.array_equal(a.tp, b.tp) and np.array_equal(a.fp, b.fp)
+    ref, counts, _ = brute_force(x, g, x, g, "cosine", radii, qself=np.arange(len(x)))
+    assert_matches(a, ref | {"fbeta": a.fbeta}, counts)
+
+
+@pytest.mark.parametrize("counter", ["sort", "bincount"])
+def test_both_counters_agree(counter, monkeypatch):
+    fn = metrics._cum_sort if counter == "sort" else metrics._cum_bincount
+    monkeypatch.setattr(metrics, "_cpu_counter", lambda: fn)
+    x, g = clustered(20, 6, 32, 2.5, seed=4)
+    radii = metrics.radius_grid("cosine")
+    r = metrics.sweep(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), device="cpu")
+    ref, counts, _ = brute_force(x, g, x, g, "cosine", radii, qself=np.arange(len(x)))
+    assert_matches(r, ref | {"fbeta": r.fbeta}, counts)
+
+
+def test_cum_counters_on_edge_shapes():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 5, 100):
+        for R in (0, 3, 50):
+            b = rng.integers(0, R + 5, (7, n)).astype(np.int16)
+            buf = np.full((7, n + 1), np.iinfo(np.int16).max, dtype=np.int16)
+            buf[:, :n] = b
+            expected = np.stack([[(row <= j).sum() for j in range(R + 1)] for row in b])
+            assert np.array_equal(metrics._cum_sort(buf, R), expected)
+            assert np.array_equal(metrics._cum_bincount(b, R), expected)
+
+
+def test_rejects_bad_arguments():
+    x = np.ones((3, 2), np.float32)
+    g = np.arange(3)
+    with pytest.raises(ValueError):
+        metrics.sweep(x, g, x, g, "cosine", [0.2, 0.1])
+    with pytest.raises(ValueError):
+        metrics.sweep(x, g, x, g, "cosine", [0.1], beta=0)
+    with pytest.raises(ValueError):
+        metrics.sweep(x, g, x, np.array([0, 0, 1]), "cosine", [0.1], query_self=np.arange(3))
+
+
+def test_the_gpu_code_path_on_a_numpy_shim(monkeypatch):
+    """The CuPy branches (whole-tile chunks, bincount counting, no ``out``
+    casting) run here on a stand-in module that is NumPy but not ``numpy``."""
+    import types
+
+    shim = types.ModuleType("fakecupy")
+    for name in dir(np):
+        if not name.startswith("__"):
+            setattr(shim, name, getattr(np, name))
+    monkeypatch.setattr(dist, "array_module", lambda device="auto": shim)
+    for distance in ("cosine", "euclidean", "hamming"):
+        rng = np.random.default_rng(7)
+        if distance == "hamming":
+            x, bits = np.packbits(rng.integers(0, 2, (50, 24), dtype=np.uint8), axis=1), 24
+        else:
+            x, bits = rng.integers(-2, 3, (50, 4)).astype(np.float32), None
+            x -= x.mean(axis=0)
+        g = rng.integers(0, 15, 50)
+        radii = metrics.radius_grid(distance, bits=bits, step=0.05, max_radius=1.5)
+        for excl in (False, True):
+            r = metrics.sweep(
+                x,
+                g,
+                x,
+                g,
+                distance,
+                radii,
+                bits=bits,
+                query_self=np.arange(50),
+                exclude_self=excl,
+                tile_rows=16,
+                beta=math.sqrt(3),
+            )
+            ref, counts, d = brute_force(
+                x, g, x, g, distance, radii, bits=bits, qself=np.arange(50), excl=excl
+            )
+            assert_matches(r, ref, counts)
+            expected = brute_ranked(d, g, g, np.arange(50), excl, 10)
+            assert r.ranked()["micro_ap"] == pytest.approx(expected["micro_ap"], abs=1e-12)

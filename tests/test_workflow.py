@@ -68,6 +68,15 @@ def scheduled(workdir: Path) -> Counter:
     return counts
 
 
+def copy_workflow(workdir: Path) -> None:
+    """The workflow files in a fresh folder; its src is a link to the package."""
+    shutil.copy(ROOT / "Snakefile", workdir)
+    shutil.copy(ROOT / "environment.yml", workdir)  # rules name it as their conda env
+    shutil.copytree(ROOT / "workflow", workdir / "workflow")
+    (workdir / "config").mkdir()
+    (workdir / "src").symlink_to(ROOT / "src")
+
+
 def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -76,10 +85,7 @@ def write_config(workdir: Path, config: dict) -> None:
 def workdir(tmp_path_factory):
     """A finished tiny run in a copy of the workflow."""
     workdir = tmp_path_factory.mktemp("run")
-    shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copytree(ROOT / "workflow", workdir / "workflow")
-    (workdir / "config").mkdir()
-    (workdir / "src").symlink_to(ROOT / "src")
+    copy_workflow(workdir)
     (workdir / "photos").mkdir()
     for photo in PHOTOS:
         shutil.copy(photo, workdir / "photos")
@@ -136,7 +142,7 @@ def test_adding_a_hash_schedules_only_its_jobs(workdir):
     finally:
         write_config(workdir, TINY)
     # 3 variants hashed; tables: all, distractors, single x 3 variants
-    assert jobs == Counter({"hash": 3, "benchmark": 5, "summarize": 1, "all": 1, "default": 1})
+    assert jobs == Counter({"hash": 3, "benchmark": 5, "summarize": 1, "default": 1})
 
 
 @pytest.mark.slow
@@ -148,7 +154,7 @@ def test_changing_a_radius_grid_reruns_that_distance_only(workdir):
     finally:
         write_config(workdir, TINY)
     # the two cosine descriptors x 5 tables; no hash or extraction job
-    assert jobs == Counter({"benchmark": 10, "summarize": 1, "all": 1, "default": 1})
+    assert jobs == Counter({"benchmark": 10, "summarize": 1, "default": 1})
 
 
 @pytest.mark.slow
@@ -168,17 +174,13 @@ def test_adding_a_modification_computes_only_its_images(workdir):
             "catalog": 1,
             "benchmark": 4 * 3,
             "summarize": 1,
-            "all": 1,
             "default": 1,
         }
     )
 
 
 def test_unknown_modification_fails_before_any_job(tmp_path):
-    shutil.copy(ROOT / "Snakefile", tmp_path)
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-    (tmp_path / "config").mkdir()
-    (tmp_path / "src").symlink_to(ROOT / "src")
+    copy_workflow(tmp_path)
     write_config(tmp_path, {**TINY, "modifications": ["blur", "sepia"]})
     done = snakemake(tmp_path, "--dry-run", check=False)
     assert done.returncode != 0

@@ -220,9 +220,16 @@ def cmd_benchmark(args) -> None:
     lists = _pairs(args.list, "--list")
     images = catalog.assemble([pd.read_parquet(path) for path in lists.values()])
     matrices, attrs = {}, {}
-    for variant, path in _pairs(args.store, "--store").items():
-        matrices[variant], attrs = store.read_store(path)
-    radius = spec.get("radius", {}).get(args.distance, {})
+    stores = _pairs(args.store, "--store")
+    if args.bases is not None:  # screening: the first N base groups, read from the full stores
+        from risbench import screening
+
+        images, matrices, attrs = screening.load_first_bases(images, stores, args.bases)
+        log.info("first %d base groups: %d images", args.bases, len(images))
+    else:
+        for variant, path in stores.items():
+            matrices[variant], attrs = store.read_store(path)
+    radius = spec.get("radius", {}).get(args.distance) or {}
     started = time.perf_counter()
     result = protocols.run(
         images,
@@ -270,6 +277,47 @@ def cmd_benchmark(args) -> None:
         stats["queries"],
         seconds,
     )
+
+
+def cmd_screen_stage(args) -> None:
+    from risbench import screening
+
+    try:
+        table = screening.screen_stage(
+            args.stats,
+            args.out,
+            stage=args.stage,
+            bases=args.bases,
+            min_f1=args.min_f1,
+            top_k=args.top_k,
+        )
+    except screening.ScreeningError as error:
+        raise SystemExit(f"screen: {error}") from None
+    for row in table.itertuples():
+        log.info(
+            "stage %d (%d bases): %s %s best F1 %.4f: %s",
+            row.stage,
+            row.bases,
+            row.descriptor,
+            row.distance,
+            row.f1,
+            "kept" if row.kept else "dropped",
+        )
+    log.info("stage %d kept %d of %d pairs", args.stage, int(table["kept"].sum()), len(table))
+
+
+def cmd_screen_table(args) -> None:
+    import pandas as pd
+
+    from risbench import screening
+
+    final_bases = None
+    if args.images:
+        images = pd.read_parquet(args.images)
+        final_bases = int(((images["variant"] == "original") & (images["role"] == "base")).sum())
+    table = screening.summary_table(args.stages, args.final, final_bases)
+    screening.write_summary(table, args.csv, args.markdown)
+    log.info("screening table: %d rows -> %s", len(table), args.csv)
 
 
 def cmd_summarize(args) -> None:
@@ -383,7 +431,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="the config's benchmark section as JSON")
     p.add_argument("--table", required=True)
     p.add_argument("--stats", required=True)
+    p.add_argument(
+        "--bases",
+        type=int,
+        default=None,
+        help="only the first N base groups (and the distractors): a screening stage",
+    )
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("screen", help="staged screening (paper 6.4): keep the best pairs")
+    screen = p.add_subparsers(dest="screen_command", required=True)
+    q = screen.add_parser("stage", help="one stage's decision from its benchmark stats")
+    q.add_argument("--stage", type=int, required=True, help="the stage's number (1, 2, ...)")
+    q.add_argument("--bases", type=int, required=True, help="the stage's number of bases")
+    q.add_argument("--min-f1", type=float, default=None, help="keep best F1 >= this")
+    q.add_argument("--top-k", type=int, default=None, help="then keep at most the K best")
+    q.add_argument("--out", required=True, help="the stage table (CSV, with a kept column)")
+    q.add_argument("stats", nargs="+", help="the stage's benchmark stats JSON files")
+    q.set_defaults(func=cmd_screen_stage)
+    q = screen.add_parser("table", help="every stage (and the full run) in one table")
+    q.add_argument("--stages", nargs="+", required=True, help="stage tables, in stage order")
+    q.add_argument("--final", nargs="*", default=[], help="full-run stats (protocol all)")
+    q.add_argument("--images", default=None, help="the catalog: the full run's base count")
+    q.add_argument("--csv", required=True)
+    q.add_argument("--markdown", default=None)
+    q.set_defaults(func=cmd_screen_table)
 
     p = sub.add_parser("summarize", help="paper tables and figures from benchmark outputs")
     p.add_argument("--tables-dir", required=True)

@@ -12,8 +12,11 @@ rule benchmark:
         "results/timings/benchmark/{protocol}/{descriptor}__{distance}.tsv"
     conda:
         CONDA_ENV
+    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else 4
     resources:
         gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
+        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         spec=benchmark_spec,
         inputs=lambda w: " ".join(

@@ -96,3 +96,107 @@ def benchmark_spec(wildcards):
         wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)
     }
     return json.dumps(spec, sort_keys=True)
+
+
+# Staged screening (config `screening`, paper §6.4; rules in screening.smk). With
+# no stages these return exactly what the workflow uses without screening.
+
+
+def screening_stages():
+    """The configured stages, checked: bases strictly increasing, each stage
+    with a min_f1 or a top_k that is not null."""
+    stages = config["screening"]["stages"]
+    for i, stage in enumerate(stages):
+        if stage.get("min_f1") is None and stage.get("top_k") is None:
+            raise WorkflowError(
+                f"config: screening.stages[{i}]: give min_f1 or top_k (or both)"
+            )
+        if i and stage["bases"] <= stages[i - 1]["bases"]:
+            raise WorkflowError(
+                f"config: screening.stages[{i}].bases = {stage['bases']}: stages must grow "
+                f"(the previous stage has {stages[i - 1]['bases']})"
+            )
+    return stages
+
+
+def all_pairs():
+    """Every configured (descriptor, distance) pair."""
+    return [
+        (descriptor, distance)
+        for descriptor in DESCRIPTORS
+        for distance in risbench_config.distances(config, descriptor)
+    ]
+
+
+def screening_stage_table(stage):
+    return f"results/screening/stage{stage}.csv"
+
+
+def screening_kept(stage):
+    """The pairs stage `stage` (1, 2, ...) kept: known once its checkpoint ran."""
+    from risbench import screening
+
+    return screening.kept_pairs(checkpoints.screen.get(stage=str(stage)).output[0])
+
+
+def screening_candidates(stage):
+    """The pairs stage `stage` benchmarks: all of them, then the previous survivors."""
+    return all_pairs() if int(stage) == 1 else screening_kept(int(stage) - 1)
+
+
+def final_pairs():
+    """The pairs the full-size benchmarks run for: all of them, or the last
+    stage's survivors (call only from an input function when screening)."""
+    stages = screening_stages()
+    return screening_kept(len(stages)) if stages else all_pairs()
+
+
+def screening_outputs():
+    """The screening table when screening is configured (for rule all)."""
+    if not screening_stages():
+        return []
+    return [f"results/tables/screening.{ext}" for ext in ("csv", "md")]
+
+
+def summary_benchmarks(suffix):
+    """The summary's benchmark files: the full cross product without screening
+    (the list `benchmark_outputs` gives), else an input function that asks for
+    the survivors' benchmarks once the last stage's checkpoint has run."""
+    if not screening_stages():
+        return benchmark_outputs(suffix)
+
+    def survivors(wildcards):
+        pairs = final_pairs()
+        return [
+            f"results/benchmark/{protocol}/{descriptor}__{distance}.{suffix}"
+            for protocol in PROTOCOLS
+            for descriptor, distance in pairs
+        ]
+
+    return survivors
+
+
+def summary_timings(files):
+    """`files` (timing files of every job) without screening; else an input
+    function that leaves out the benchmark timings of pairs screened out."""
+    if not screening_stages():
+        return files
+
+    def survivors(wildcards):
+        kept = {f"{descriptor}__{distance}" for descriptor, distance in final_pairs()}
+        prefix = "results/timings/benchmark/"
+        return [f for f in files if not f.startswith(prefix) or Path(f).stem in kept]
+
+    return survivors
+
+
+def summary_pairs():
+    """The summary's `--pairs`: every pair without screening; else the pairs of
+    its benchmark inputs (a params function of the job's input)."""
+    if not screening_stages():
+        return " ".join(
+            f"{descriptor}__{distance}" for descriptor, distance in all_pairs()
+        )
+    return lambda wildcards, input: " ".join(
+        dict.fromkeys(Path(path).stem for path in input.stats)
+    )

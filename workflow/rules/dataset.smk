@@ -43,6 +43,9 @@ rule dataset:
         "results/timings/dataset.tsv"
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     params:
         spec=json.dumps(config["dataset"], sort_keys=True),
         source_dir=MIRFLICKR_DIR,
@@ -64,5 +67,8 @@ rule catalog:
         "logs/catalog.log",
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 15 * attempt,
     shell:
         "risbench catalog --out {output} {input.lists} 2> {log}"

@@ -20,8 +20,11 @@ for model_key, model_spec in config["models"].items():
             device=config["extract"]["device"],
             batch_size=config["extract"]["batch_size"],
             workers=config["extract"]["workers"],
+        threads: max(4, config["extract"]["workers"] + 1)
         resources:
-            gpu=1,
+            gpu=0 if config["extract"]["device"] == "cpu" else 1,
+            mem_mb=lambda wildcards, attempt: 16000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
         conda:
             CONDA_ENV
         log:

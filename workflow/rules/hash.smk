@@ -8,6 +8,9 @@ rule hash:
         hash=alternation(config["hashes"]),
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     log:
         "logs/hash/{hash}/{variant}.log",
     benchmark:

@@ -15,6 +15,9 @@ rule modify:
         ),
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     log:
         "logs/modify/{variant}.log",
     benchmark:

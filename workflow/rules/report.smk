@@ -52,9 +52,9 @@ for path in summary_outputs():
 
 rule summarize:
     input:
-        stats=benchmark_outputs("json"),
-        tables=benchmark_outputs("parquet"),
-        timings=TIMING_FILES,
+        stats=summary_benchmarks("json"),
+        tables=summary_benchmarks("parquet"),
+        timings=summary_timings(TIMING_FILES),
         images="results/dataset/images.parquet",
         code=code("report", "modify"),
     output:
@@ -63,15 +63,14 @@ rule summarize:
         "logs/summarize.log",
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         # The stats and timing files are named by folder, protocols and pairs:
         # a command naming each one would outgrow the limit on one argument.
         protocols=" ".join(PROTOCOLS),
-        pairs=" ".join(
-            f"{descriptor}__{distance}"
-            for descriptor in DESCRIPTORS
-            for distance in risbench_config.distances(config, descriptor)
-        ),
+        pairs=summary_pairs(),
         robustness=(
             "--robustness"
             if "results/figures/robustness.png" in summary_outputs()

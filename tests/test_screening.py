@@ -4,8 +4,6 @@ workflow mode (dry runs, and a tiny end-to-end run with two stages)."""
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_workflow import snakemake
 
 from risbench import catalog, cli, screening, store
 
@@ -223,18 +222,6 @@ def copy_workflow(workdir: Path, config: dict) -> Path:
         shutil.copy(photo, workdir / "photos")
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir
-
-
-def snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def dry_run(workdir: Path, *args: str) -> tuple[Counter, set[str]]:

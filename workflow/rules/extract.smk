@@ -11,6 +11,17 @@ for model_key, model_spec in config["models"].items():
             code=code("features", "store"),
         output:
             [directory(store(name, "{variant}")) for name in model_descriptors],
+        log:
+            f"logs/extract/{model_key}/{{variant}}.log",
+        benchmark:
+            f"results/timings/extract/{model_key}/{{variant}}.tsv"
+        conda:
+            CONDA_ENV
+        threads: max(4, config["extract"]["workers"] + 1)
+        resources:
+            gpu=0 if config["extract"]["device"] == "cpu" else 1,
+            mem_mb=lambda wildcards, attempt: 16000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
         params:
             model=model_key,
             spec=json.dumps(model_spec, sort_keys=True),
@@ -20,17 +31,6 @@ for model_key, model_spec in config["models"].items():
             device=config["extract"]["device"],
             batch_size=config["extract"]["batch_size"],
             workers=config["extract"]["workers"],
-        threads: max(4, config["extract"]["workers"] + 1)
-        resources:
-            gpu=0 if config["extract"]["device"] == "cpu" else 1,
-            mem_mb=lambda wildcards, attempt: 16000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
-        conda:
-            CONDA_ENV
-        log:
-            f"logs/extract/{model_key}/{{variant}}.log",
-        benchmark:
-            f"results/timings/extract/{model_key}/{{variant}}.tsv"
         shell:
             "risbench extract --model {params.model} --spec {params.spec:q}"
             " --list {input.list} {params.stores} --device {params.device}"

@@ -4,6 +4,10 @@ rule hash:
         code=code("hashing", "phash", "store"),
     output:
         directory("results/descriptors/{hash}/{variant}.zarr"),
+    log:
+        "logs/hash/{hash}/{variant}.log",
+    benchmark:
+        "results/timings/hash/{hash}/{variant}.tsv"
     wildcard_constraints:
         hash=alternation(config["hashes"]),
     conda:
@@ -11,10 +15,6 @@ rule hash:
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
-    log:
-        "logs/hash/{hash}/{variant}.log",
-    benchmark:
-        "results/timings/hash/{hash}/{variant}.tsv"
     shell:
         "risbench hash-store --descriptor {wildcards.hash} --list {input.list}"
         " --out {output} 2> {log}"

@@ -184,7 +184,7 @@ def cmd_hash_store(args) -> None:
             "dim": method.bits,
             "method": method.description,
             "variant": images["variant"].iloc[0] if len(images) else None,
-            "versions": _versions("imagehash", "numpy", "pillow"),
+            "versions": store.package_versions("imagehash", "numpy", "pillow"),
         },
     )
     log.info("%s: %d codes of %d bytes -> %s", method.name, *codes.shape, args.out)
@@ -345,18 +345,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _versions(*packages: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in packages:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def parser() -> argparse.ArgumentParser:

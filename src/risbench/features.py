@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from . import store
+from .dataset import to_rgb
 from .models import (
     ModelSpec,
     Preprocess,
@@ -37,7 +38,6 @@ from .models import (
     WeightsUnavailable,
     aliases_for,
     build_network,
-    library_versions,
     preprocessing,
     resolve_spec,
     resolve_tap,
@@ -280,19 +280,6 @@ def tap_shapes(
 # -------------------------------------------------------------------------- images
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode.startswith("I;16"):
-        return Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)).convert(
-            "RGB"
-        )
-    if img.mode in ("I", "F"):
-        arr = np.clip(np.asarray(img, dtype=np.float64), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 def load_image(path: str, prep: Preprocess) -> torch.Tensor:
     """Decodes an image to RGB and resizes it: a (3, size, size) uint8 tensor.
 
@@ -302,7 +289,7 @@ def load_image(path: str, prep: Preprocess) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = _to_rgb(img)
+            rgb = to_rgb(img)
     except Exception as e:
         raise ImageDecodeError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
     size, resample = prep.input_size, RESAMPLE[prep.interpolation]
@@ -643,7 +630,9 @@ def _attrs(s: ModelSpec, weights: WeightsRef, prep: Preprocess, rt: Runtime, wan
         "std": list(prep.std),
         "precision": rt.precision,
         "device": rt.device.type,
-        "versions": library_versions(),
+        "versions": store.package_versions(
+            "torch", "torchvision", "timm", "efficientnet-lite-pytorch", "pillow", "numpy"
+        ),
     }
     return {
         d.name: {

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -665,13 +664,3 @@ def build_network(spec: ModelSpec, weights: WeightsRef, input_size: int, device=
     if not meta:
         model.to(device)
     return model
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("torch", "torchvision", "timm", "efficientnet-lite-pytorch", "pillow", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions

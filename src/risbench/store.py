@@ -74,5 +74,18 @@ def read_store(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     return array[...], dict(array.attrs)
 
 
+def package_versions(*packages: str) -> dict[str, str | None]:
+    """Installed versions of the packages that made a store (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
 def read_attrs(path: str | os.PathLike) -> dict:
     return dict(zarr.open_array(str(path), mode="r").attrs)

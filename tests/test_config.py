@@ -62,7 +62,10 @@ def test_schema_rejects_wrong_types_and_unknown_keys(default, edit, message):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c.update(modifications=["blur", "sepia"]), r"modifications\[1\] = 'sepia'.*blur"),
+        (
+            lambda c: c.update(modifications=["blur", "sepia"]),
+            r"modifications\[1\] = 'sepia'.*blur",
+        ),
         (lambda c: c.update(hashes=["dct", "md5"]), r"hashes\[1\] = 'md5'.*valid hashes: dct"),
         (
             lambda c: c["distances"].update(binary=["cosine"]),

@@ -8,12 +8,6 @@ that the configured weights exist, so a bad config fails before any job runs.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
 DISTANCES_BY_KIND = {
     "binary": ("hamming",),
     "rv": ("rv",),
@@ -23,16 +17,6 @@ DISTANCES_BY_KIND = {
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
-
-
-def load_validated(path: str | Path) -> dict:
-    """Loads a config file, applies the schema (with defaults) and the name checks."""
-    from snakemake.utils import validate
-
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    validate(config, str(SCHEMA), set_default=True)
-    check(config)
-    return config
 
 
 def variants(config: dict) -> list[str]:

@@ -438,3 +438,16 @@ def test_random_weights_are_explicit_and_flagged(three_images, tmp_path):
     assert rows.shape == (1, 512)
     assert attrs["weights"] == "random" and attrs["random_weights"] is True
     assert attrs["weights_sha256"] is None
+
+
+def test_vgg_configs_are_torchvisions():
+    from torchvision.models.vgg import cfgs
+
+    from risbench.models import VGG_CONFIGS
+
+    assert VGG_CONFIGS == {
+        "vgg11": cfgs["A"],
+        "vgg13": cfgs["B"],
+        "vgg16": cfgs["D"],
+        "vgg19": cfgs["E"],
+    }

@@ -1,22 +1,43 @@
 """What a validated config asks for: variants, descriptors, distances, benchmark tables.
 
 The JSON schema (workflow/schemas/config.schema.yaml) checks types, fills
-defaults and rejects unknown keys; :func:`check` then checks the names that
-the schema cannot know (modifications, hashes, model layers, distances) and
-that the configured weights exist, so a bad config fails before any job runs.
+defaults and rejects unknown keys; :func:`check` then checks what the schema
+cannot know (modification and hash names, model layers and weights, distances,
+numbers that must be finite, the dataset folder, the radius grids, the devices),
+so a bad config fails before any job runs, naming the key.
+
+Parse-time cheap: the workflow calls this module while it parses, so it imports
+nothing heavy (no torch, timm, zarr or pandas) unless a config needs it (a
+model layer given as a module path, or `weights: default`, whose checks need
+the model library).
 """
 
 from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
 
 DISTANCES_BY_KIND = {
     "binary": ("hamming",),
     "rv": ("rv",),
     "float": ("cosine", "angular", "euclidean"),
 }
+DISTANCES = tuple(name for names in DISTANCES_BY_KIND.values() for name in names)
+# Names that become file names and command-line words (variants, descriptors,
+# model keys): letters, digits and _ . + - only, so no shell or path trick passes.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# More radii than this is a typo (a step of 1e-9), not a grid: each query keeps
+# a count per radius, so memory grows with it.
+MAX_RADII = 100_001
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
+
+
+# ------------------------------------------------------------------ what a config asks for
 
 
 def variants(config: dict) -> list[str]:
@@ -25,10 +46,6 @@ def variants(config: dict) -> list[str]:
 
     modified = modify.expand_sweeps(config["modifications"], config.get("sweeps") or {})
     return ["original", *modified]
-
-
-def modified_variants(config: dict) -> list[str]:
-    return variants(config)[1:]
 
 
 def descriptors(config: dict) -> dict[str, dict]:
@@ -43,9 +60,9 @@ def descriptors(config: dict) -> dict[str, dict]:
 
 
 def model_descriptors(model_key: str, spec: dict) -> list[str]:
-    from risbench import features
+    from risbench import models
 
-    return features.descriptor_names(model_key, spec)
+    return models.descriptor_names(model_key, spec)
 
 
 def distances(config: dict, descriptor: str) -> list[str]:
@@ -65,8 +82,35 @@ def protocols(config: dict) -> list[str]:
     return names
 
 
+# ------------------------------------------------------------------------------ checks
+
+
 def check(config: dict) -> None:
-    from risbench import features, hashing, modify
+    """Raises ConfigError (naming the key) for anything that cannot work."""
+    _check_finite(config, "")
+    _check_modifications(config)
+    _check_hashes(config)
+    _check_models(config)
+    _check_distances(config)
+    _check_names(config)
+    _check_dataset(config["dataset"])
+    _check_radii(config["benchmark"]["radius"])
+
+
+def _check_finite(value, key: str) -> None:
+    """No NaN or infinity anywhere: the schema's bounds let `.nan` through."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value} is not a finite number")
+
+
+def _check_modifications(config: dict) -> None:
+    from risbench import modify
 
     for i, name in enumerate(config["modifications"]):
         try:
@@ -79,17 +123,30 @@ def check(config: dict) -> None:
                 modify.parse_variant(f"{mod}-{strength:g}")
             except ValueError as error:
                 raise ConfigError(f"sweeps.{mod}: {error}") from None
+
+
+def _check_hashes(config: dict) -> None:
+    from risbench import hashing
+
     for i, name in enumerate(config["hashes"]):
         if name not in hashing.HASHES:
             raise ConfigError(
                 f"hashes[{i}] = '{name}' is not a hash; valid hashes: {', '.join(hashing.HASHES)}"
             )
+
+
+def _check_models(config: dict) -> None:
+    from risbench import models
+
     for model_key, spec in (config.get("models") or {}).items():
         try:
-            features.descriptor_names(model_key, spec)
-            features.check_weights(model_key, spec)
-        except (ValueError, KeyError, features.WeightsUnavailable) as error:
+            models.descriptor_names(model_key, spec)
+            models.resolve_weights(models.resolve_spec(model_key, spec))
+        except (ValueError, KeyError, models.WeightsUnavailable) as error:
             raise ConfigError(f"models.{model_key}: {error}") from None
+
+
+def _check_distances(config: dict) -> None:
     for kind, names in config["distances"].items():
         for name in names:
             if name not in DISTANCES_BY_KIND[kind]:
@@ -97,9 +154,108 @@ def check(config: dict) -> None:
                     f"distances.{kind}: '{name}' is not a distance for {kind} descriptors; "
                     f"valid: {', '.join(DISTANCES_BY_KIND[kind])}"
                 )
+
+
+def _check_names(config: dict) -> None:
+    """Every variant and descriptor name is safe in a path and a command line, and
+    descriptor names do not collide."""
+    for model_key in config.get("models") or {}:
+        _safe(model_key, f"models.{model_key}")
+    for variant in variants(config):
+        _safe(variant, f"modifications: variant '{variant}'")
     names = list(descriptors(config))
+    for name in names:
+        _safe(name, f"descriptor '{name}'")
     if len(names) != len(set(names)):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"descriptor names collide: {', '.join(duplicated)}")
-    if config["dataset"]["source"] == "folder" and not config["dataset"].get("folder"):
+
+
+def _safe(name: str, key: str) -> None:
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{key}: {name!r} may hold only letters, digits and _ . + - "
+            "(it becomes a file name and a command-line word)"
+        )
+
+
+def _check_dataset(dataset: dict) -> None:
+    if dataset["source"] != "folder":
+        return
+    folder = dataset.get("folder")
+    if not folder:
         raise ConfigError("dataset.folder: required when dataset.source is 'folder'")
+    if not Path(folder).is_dir():
+        raise ConfigError(f"dataset.folder: {folder} is not a folder (from {os.getcwd()})")
+    found = _count_images(Path(folder), dataset["extensions"], dataset["recursive"])
+    needed = dataset["distractors"] + max(2, dataset.get("bases") or 2)
+    if found < needed:
+        raise ConfigError(
+            f"dataset.distractors = {dataset['distractors']}, dataset.bases = "
+            f"{dataset.get('bases')}: {folder} holds {found} image file(s) with the "
+            f"configured extensions, fewer than the {needed} needed (distractors + bases, "
+            "at least 2 bases)"
+        )
+
+
+def _count_images(folder: Path, extensions, recursive: bool) -> int:
+    suffixes = {"." + e.lower().lstrip(".") for e in extensions}
+    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
+    return sum(
+        1 for _root, _dirs, files in walk for f in files if Path(f).suffix.lower() in suffixes
+    )
+
+
+def _check_radii(radius: dict) -> None:
+    for distance, grid in radius.items():
+        step, top = grid.get("step"), grid.get("max")
+        if step is None:
+            continue
+        if top is None and distance == "euclidean":
+            continue  # its default largest radius depends on the data: checked by the engine
+        if top is None:
+            from risbench import metrics
+
+            top = metrics.DEFAULT_MAX_RADIUS[distance]
+        count = math.floor(top / step) + 1
+        if count > MAX_RADII:
+            raise ConfigError(
+                f"benchmark.radius.{distance}.step = {step}: {count} radii up to {top}; "
+                f"at most {MAX_RADII} (each query keeps a count per radius)"
+            )
+
+
+# ------------------------------------------------------------------------- config files
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """A YAML config file read strictly: duplicate keys and YAML tags
+    (``!!python/object`` ...) are errors naming the file and line."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"{path}, line {line}: duplicate key '{key}'")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.load(f, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark
+        where = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}{where}: YAML tags such as {error.problem.split()[-1]} are not allowed "
+            "in a config file"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys at the top level")
+    return loaded

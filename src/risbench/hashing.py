@@ -6,17 +6,20 @@ Hamming distance, or, for ``rv``, pHash's 40-byte Radial Variance digest
 compared by peak cross-correlation. The pHash-compatible ``dct``, ``mh`` and
 ``rv`` live in :mod:`risbench.phash`; imagehash's family goes through the
 imagehash library itself.
+
+The registry itself imports nothing heavy (the workflow reads it while it
+parses); a hash's libraries are imported the first time it is computed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-import imagehash
-import numpy as np
-from PIL import Image
+log = logging.getLogger("risbench")
 
 
 @dataclass(frozen=True)
@@ -24,23 +27,35 @@ class HashMethod:
     name: str
     kind: str  # "binary" (Hamming on packed bits) or "rv" (peak cross-correlation)
     bits: int  # meaningful bits (binary) or digest bytes x 8 (rv)
-    function: Callable[[Image.Image], bytes]
+    library: str  # "phash" (risbench.phash) or "imagehash"
+    function_name: str  # the function of that library
     description: str
+    options: tuple = ()  # keyword arguments of the imagehash function
+
+    @property
+    def width(self) -> int:
+        """Bytes per code."""
+        return (self.bits + 7) // 8
+
+    @cached_property
+    def function(self) -> Callable:
+        """PIL image -> code bytes."""
+        if self.library == "phash":
+            from risbench import phash  # builds lookup tables on import
+
+            return getattr(phash, self.function_name)
+        return _imagehash_code(self.function_name, dict(self.options))
 
 
-def _imagehash(function, **kwargs) -> Callable[[Image.Image], bytes]:
-    def code(image: Image.Image) -> bytes:
-        bits = np.asarray(function(image, **kwargs).hash, dtype=bool).ravel()
+def _imagehash_code(function_name: str, options: dict) -> Callable:
+    import imagehash
+    import numpy as np
+
+    function = getattr(imagehash, function_name)
+
+    def code(image) -> bytes:
+        bits = np.asarray(function(image, **options).hash, dtype=bool).ravel()
         return np.packbits(bits).tobytes()
-
-    return code
-
-
-def _phash(name: str) -> Callable[[Image.Image], bytes]:
-    def code(image: Image.Image) -> bytes:
-        from risbench import phash  # imported late: it builds lookup tables on import
-
-        return getattr(phash, name)(image)
 
     return code
 
@@ -48,19 +63,21 @@ def _phash(name: str) -> Callable[[Image.Image], bytes]:
 HASHES: dict[str, HashMethod] = {
     method.name: method
     for method in (
-        HashMethod("dct", "binary", 64, _phash("dct_hash"), "pHash 0.9.6 DCT hash"),
-        HashMethod("mh", "binary", 576, _phash("mh_hash"), "pHash 0.9.6 Marr-Hildreth hash"),
-        HashMethod("rv", "rv", 320, _phash("rv_digest"), "pHash 0.9.6 Radial Variance digest"),
-        HashMethod("phash", "binary", 64, _imagehash(imagehash.phash), "imagehash phash, 8x8"),
-        HashMethod("dhash", "binary", 64, _imagehash(imagehash.dhash), "imagehash dhash, 8x8"),
-        HashMethod("ahash", "binary", 64, _imagehash(imagehash.average_hash), "imagehash ahash"),
-        HashMethod("whash", "binary", 64, _imagehash(imagehash.whash), "imagehash whash (haar)"),
+        HashMethod("dct", "binary", 64, "phash", "dct_hash", "pHash 0.9.6 DCT hash"),
+        HashMethod("mh", "binary", 576, "phash", "mh_hash", "pHash 0.9.6 Marr-Hildreth hash"),
+        HashMethod("rv", "rv", 320, "phash", "rv_digest", "pHash 0.9.6 Radial Variance digest"),
+        HashMethod("phash", "binary", 64, "imagehash", "phash", "imagehash phash, 8x8"),
+        HashMethod("dhash", "binary", 64, "imagehash", "dhash", "imagehash dhash, 8x8"),
+        HashMethod("ahash", "binary", 64, "imagehash", "average_hash", "imagehash ahash"),
+        HashMethod("whash", "binary", 64, "imagehash", "whash", "imagehash whash (haar)"),
         HashMethod(
             "colorhash",
             "binary",
             42,
-            _imagehash(imagehash.colorhash, binbits=3),
+            "imagehash",
+            "colorhash",
             "imagehash colorhash, 3 bits per bin (14 bins)",
+            (("binbits", 3),),
         ),
     )
 }
@@ -72,14 +89,23 @@ def get(name: str) -> HashMethod:
     return HASHES[name]
 
 
+def _open(path: str | Path):
+    from PIL import Image
+
+    image = Image.open(path)
+    image.load()
+    return image
+
+
 def hash_file(name: str, path: str | Path) -> bytes:
-    with Image.open(path) as image:
-        image.load()
+    with _open(path) as image:
         return get(name).function(image)
 
 
 def code_hex(name: str, code: bytes) -> str:
     """The code as hex, the way imagehash prints it (left-padded when bits % 4 != 0)."""
+    import numpy as np
+
     method = get(name)
     if method.kind == "rv":
         return code.hex()
@@ -88,11 +114,65 @@ def code_hex(name: str, code: bytes) -> str:
     return f"{value:0{(method.bits + 3) // 4}x}"
 
 
-def hash_files(name: str, paths: list[str], progress: bool = True) -> np.ndarray:
-    """(len(paths), bytes) uint8 matrix of the codes of the files, in order."""
+def hash_files(names, paths: list[str], progress: bool = True):
+    """Every hash of ``names`` for every file, each image decoded once.
+
+    ``names``: one hash name (returns its (len(paths), bytes) uint8 matrix) or a
+    list of names (returns {name: matrix}), rows in the order of ``paths``."""
+    import numpy as np
     from tqdm import tqdm
 
-    codes = [hash_file(name, p) for p in tqdm(paths, desc=name, unit="img", disable=not progress)]
-    if not codes:
-        return np.zeros((0, (get(name).bits + 7) // 8), dtype=np.uint8)
-    return np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), -1)
+    single = isinstance(names, str)
+    methods = [get(n) for n in ([names] if single else names)]
+    codes = {m.name: np.zeros((len(paths), m.width), dtype=np.uint8) for m in methods}
+    label = methods[0].name if single else f"{len(methods)} hashes"
+    for row, path in enumerate(tqdm(paths, desc=label, unit="img", disable=not progress)):
+        with _open(path) as image:
+            for m in methods:
+                codes[m.name][row] = np.frombuffer(m.function(image), dtype=np.uint8)
+    return codes[methods[0].name] if single else codes
+
+
+def hash_variant(list_path: str | Path, outputs: dict[str, str]) -> None:
+    """The hash job: every hash in ``outputs`` (name -> store path) of one
+    variant's images (its image list), one decode per image, one store each."""
+    import pandas as pd
+
+    from risbench import store
+
+    images = pd.read_parquet(list_path)
+    variant = images["variant"].iloc[0] if len(images) else None
+    codes = hash_files(list(outputs), images["path"].tolist())
+    for name, path in outputs.items():
+        method = get(name)
+        if method.kind == "rv":
+            _log_degenerate_rv(codes[name], images["path"].tolist())
+        store.write_store(path, codes[name], store_attrs(method, variant))
+        log.info("%s %s: %d codes of %d bytes -> %s", name, variant, *codes[name].shape, path)
+
+
+def store_attrs(method: HashMethod, variant: str | None) -> dict:
+    from risbench import store
+
+    return {
+        "descriptor": method.name,
+        "kind": method.kind,
+        "dim": method.bits,
+        "method": method.description,
+        "variant": variant,
+        "versions": store.package_versions("imagehash", "numpy", "pillow"),
+    }
+
+
+def _log_degenerate_rv(codes, paths: list[str]) -> None:
+    """Counts (and names) the images whose RV digest is degenerate: pHash gives
+    them a constant digest that matches nothing (design.md, Radial Variance)."""
+    from risbench import phash
+
+    degenerate = getattr(phash, "rv_degenerate", None)
+    if degenerate is None or not len(codes):
+        return
+    flags = degenerate(codes)
+    for path in (p for p, bad in zip(paths, flags, strict=True) if bad):
+        log.warning("rv: degenerate digest (matches no image): %s", path)
+    log.info("rv: %d of %d digests degenerate", int(flags.sum()), len(paths))

@@ -1,29 +1,38 @@
+# One job per descriptor and distance: it reads the descriptor's stores once and
+# writes every protocol's table and stats (`all` and `distractors` from one
+# sweep), and a run index naming them for the summary.
 rule benchmark:
     input:
-        lists=lambda w: [variant_list(v) for v in protocol_variants(w.protocol)],
-        stores=lambda w: [store(w.descriptor, v) for v in protocol_variants(w.protocol)],
-        code=code("protocols", "metrics", "distance", "catalog", "store"),
+        lists=[variant_list(v) for v in VARIANTS],
+        stores=lambda w: [store(w.descriptor, v) for v in VARIANTS],
+        code=code("benchmark"),
     output:
-        table="results/benchmark/{protocol}/{descriptor}__{distance}.parquet",
-        stats="results/benchmark/{protocol}/{descriptor}__{distance}.json",
+        tables=[
+            benchmark_result(p, "{descriptor}", "{distance}", "parquet")
+            for p in PROTOCOLS
+        ],
+        stats=[benchmark_result(p, "{descriptor}", "{distance}", "json") for p in PROTOCOLS],
+        run=run_index("{descriptor}", "{distance}"),
     log:
-        "logs/benchmark/{protocol}/{descriptor}__{distance}.log",
+        "logs/benchmark/{descriptor}__{distance}.log",
     benchmark:
-        "results/timings/benchmark/{protocol}/{descriptor}__{distance}.tsv"
+        benchmark_timing("{descriptor}", "{distance}")
     conda:
         CONDA_ENV
-    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else 4
+    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else threads(4)
     resources:
-        gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 240 * attempt,
+        gpu=int(placement.uses_gpu(config, "benchmark")),
+        mem_mb=mem_mb(16000),
+        runtime=runtime(240),
     params:
         spec=benchmark_spec,
-        inputs=lambda w: " ".join(
-            f"--list {v}={variant_list(v)} --store {v}={store(w.descriptor, v)}"
-            for v in protocol_variants(w.protocol)
-        ),
+        inputs=lambda w, input: named_args("list", VARIANTS, input.lists)
+        + " "
+        + named_args("store", VARIANTS, input.stores),
+        outputs=lambda w, output: named_args("table", PROTOCOLS, output.tables)
+        + " "
+        + named_args("stats", PROTOCOLS, output.stats),
     shell:
-        "risbench benchmark --protocol {wildcards.protocol} --distance {wildcards.distance}"
-        " {params.inputs} --spec {params.spec:q}"
-        " --table {output.table} --stats {output.stats} 2> {log}"
+        "risbench benchmark --descriptor {wildcards.descriptor} --distance {wildcards.distance}"
+        " {params.inputs} --spec {params.spec:q} {params.outputs}"
+        " --run-index {output.run:q} 2> {log:q}"

@@ -1,14 +1,18 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
+from risbench import codedeps, placement
 from risbench import config as risbench_config
 
-# Names the schema cannot know (modifications, hashes, layers, weights) are
-# checked here, before any job is scheduled.
+# Names the schema cannot know (modifications, hashes, layers, weights, devices)
+# are checked here, before any job is scheduled. Nothing here imports torch,
+# zarr or pandas: every cluster job parses this workflow again.
 try:
     risbench_config.check(config)
+    placement.check_devices(config)
 except risbench_config.ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
 
@@ -16,6 +20,7 @@ VARIANTS = risbench_config.variants(config)
 MODIFIED = VARIANTS[1:]
 DESCRIPTORS = risbench_config.descriptors(config)
 PROTOCOLS = risbench_config.protocols(config)
+HASHES = list(config["hashes"])
 # Relative to the working directory, as Snakemake expects of input paths.
 SRC = os.path.relpath(Path(workflow.current_basedir).parents[1] / "src" / "risbench")
 # For --use-conda; the supported install is scripts/install.sh (README).
@@ -23,8 +28,9 @@ CONDA_ENV = "../../environment.yml"
 
 
 def code(*modules):
-    """The package modules a job runs; editing one reruns the jobs that use it."""
-    return [os.path.join(SRC, f"{module}.py") for module in ("cli", *modules)]
+    """The package modules a job runs (the named ones and everything they import,
+    read from the source): editing one reruns exactly the jobs that use it."""
+    return codedeps.code_files(SRC, *modules)
 
 
 def alternation(names):
@@ -39,40 +45,50 @@ def store(descriptor, variant):
     return f"results/descriptors/{descriptor}/{variant}.zarr"
 
 
-def protocol_variants(protocol):
-    if protocol.startswith("single-"):
-        return list(dict.fromkeys(["original", protocol.removeprefix("single-")]))
-    return VARIANTS
+def benchmark_result(protocol, descriptor, distance, suffix):
+    return f"results/benchmark/{protocol}/{descriptor}__{distance}.{suffix}"
 
 
-def benchmark_outputs(suffix):
+def run_index(descriptor, distance):
+    return f"results/benchmark/runs/{descriptor}__{distance}.json"
+
+
+def named_args(option, names, paths):
+    """`--option NAME=PATH` for each pair, quoted for the shell."""
+    return " ".join(
+        f"--{option} {shlex.quote(f'{name}={path}')}"
+        for name, path in zip(names, paths, strict=True)
+    )
+
+
+def threads(wanted):
+    return placement.threads(config, wanted)
+
+
+def mem_mb(base):
+    """A rule's memory request: `base` MB per attempt, at most a node's memory."""
+    return lambda wildcards, attempt: placement.mem_mb(config, base, attempt)
+
+
+def runtime(base):
+    return lambda wildcards, attempt: base * attempt
+
+
+def all_pairs():
+    """Every configured (descriptor, distance) pair."""
     return [
-        f"results/benchmark/{protocol}/{descriptor}__{distance}.{suffix}"
-        for protocol in PROTOCOLS
+        (descriptor, distance)
         for descriptor in DESCRIPTORS
         for distance in risbench_config.distances(config, descriptor)
     ]
 
 
 def summary_outputs():
-    """The summary's tables and figures, decided by the config alone. The
-    robustness figure is made only when a modification runs at two or more
-    strengths (sweeps, or e.g. `rotate` and `rotate-2`) under the single protocol."""
-    from risbench import modify
+    """The summary's tables and figures, decided by the config alone (one owner:
+    risbench.results)."""
+    from risbench import results
 
-    tables = ["table3_all", "table4_single", "distances", "ranked", "timing"]
-    figures = ["prf_radius", "f1_by_modification", "distance_histograms", "examples"]
-    strengths = {}
-    if any(protocol.startswith("single-") for protocol in PROTOCOLS):
-        for variant in MODIFIED:
-            steps = modify.parse_variant(variant)
-            if len(steps) == 1 and steps[0][1] is not None:
-                strengths.setdefault(steps[0][0], set()).add(steps[0][1])
-    if any(len(values) > 1 for values in strengths.values()):
-        figures.append("robustness")
-    return [
-        f"results/tables/{name}.{ext}" for name in tables for ext in ("csv", "md")
-    ] + [f"results/figures/{name}.png" for name in figures]
+    return results.summary_outputs(MODIFIED, PROTOCOLS)
 
 
 def print_table3():
@@ -88,7 +104,7 @@ def print_table3():
 
 
 def benchmark_spec(wildcards):
-    """The benchmark settings one table depends on (its own distance's grid only)."""
+    """The benchmark settings one job depends on (its own distance's grid only)."""
     spec = {
         k: v for k, v in config["benchmark"].items() if k not in ("protocols", "radius")
     }
@@ -117,15 +133,6 @@ def screening_stages():
                 f"(the previous stage has {stages[i - 1]['bases']})"
             )
     return stages
-
-
-def all_pairs():
-    """Every configured (descriptor, distance) pair."""
-    return [
-        (descriptor, distance)
-        for descriptor in DESCRIPTORS
-        for distance in risbench_config.distances(config, descriptor)
-    ]
 
 
 def screening_stage_table(stage):
@@ -158,22 +165,12 @@ def screening_outputs():
     return [f"results/tables/screening.{ext}" for ext in ("csv", "md")]
 
 
-def summary_benchmarks(suffix):
-    """The summary's benchmark files: the full cross product without screening
-    (the list `benchmark_outputs` gives), else an input function that asks for
-    the survivors' benchmarks once the last stage's checkpoint has run."""
+def summary_runs():
+    """The run indexes the summary reads: every pair's, or (screening) an input
+    function that asks for the survivors' once the last checkpoint has run."""
     if not screening_stages():
-        return benchmark_outputs(suffix)
-
-    def survivors(wildcards):
-        pairs = final_pairs()
-        return [
-            f"results/benchmark/{protocol}/{descriptor}__{distance}.{suffix}"
-            for protocol in PROTOCOLS
-            for descriptor, distance in pairs
-        ]
-
-    return survivors
+        return [run_index(*pair) for pair in all_pairs()]
+    return lambda wildcards: [run_index(*pair) for pair in final_pairs()]
 
 
 def summary_timings(files):
@@ -183,20 +180,12 @@ def summary_timings(files):
         return files
 
     def survivors(wildcards):
-        kept = {f"{descriptor}__{distance}" for descriptor, distance in final_pairs()}
-        prefix = "results/timings/benchmark/"
-        return [f for f in files if not f.startswith(prefix) or Path(f).stem in kept]
+        kept = {benchmark_timing(*pair) for pair in final_pairs()}
+        screened = {benchmark_timing(*pair) for pair in all_pairs()} - kept
+        return [f for f in files if f not in screened]
 
     return survivors
 
 
-def summary_pairs():
-    """The summary's `--pairs`: every pair without screening; else the pairs of
-    its benchmark inputs (a params function of the job's input)."""
-    if not screening_stages():
-        return " ".join(
-            f"{descriptor}__{distance}" for descriptor, distance in all_pairs()
-        )
-    return lambda wildcards, input: " ".join(
-        dict.fromkeys(Path(path).stem for path in input.stats)
-    )
+def benchmark_timing(descriptor, distance):
+    return f"results/timings/benchmark/{descriptor}__{distance}.tsv"

@@ -8,7 +8,7 @@ for model_key, model_spec in config["models"].items():
             f"extract_{model_key}"
         input:
             list=variant_list("{variant}"),
-            code=code("features", "store"),
+            code=code("features"),
         output:
             [directory(store(name, "{variant}")) for name in model_descriptors],
         log:
@@ -17,21 +17,21 @@ for model_key, model_spec in config["models"].items():
             f"results/timings/extract/{model_key}/{{variant}}.tsv"
         conda:
             CONDA_ENV
-        threads: max(4, config["extract"]["workers"] + 1)
+        threads: threads(max(4, config["extract"]["workers"] + 1))
         resources:
-            gpu=0 if config["extract"]["device"] == "cpu" else 1,
-            mem_mb=lambda wildcards, attempt: 16000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
+            gpu=int(placement.uses_gpu(config, "extract")),
+            mem_mb=mem_mb(16000),
+            runtime=runtime(240),
         params:
             model=model_key,
             spec=json.dumps(model_spec, sort_keys=True),
-            stores=lambda wildcards, output, names=model_descriptors: " ".join(
-                f"--store {name}={path}" for name, path in zip(names, output)
+            stores=lambda wildcards, output, names=model_descriptors: named_args(
+                "store", names, output
             ),
             device=config["extract"]["device"],
             batch_size=config["extract"]["batch_size"],
             workers=config["extract"]["workers"],
         shell:
-            "risbench extract --model {params.model} --spec {params.spec:q}"
-            " --list {input.list} {params.stores} --device {params.device}"
-            " --batch-size {params.batch_size} --workers {params.workers} 2> {log}"
+            "risbench extract --model {params.model:q} --spec {params.spec:q}"
+            " --list {input.list:q} {params.stores} --device {params.device}"
+            " --batch-size {params.batch_size} --workers {params.workers} 2> {log:q}"

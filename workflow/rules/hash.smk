@@ -1,20 +1,23 @@
-rule hash:
-    input:
-        list=variant_list("{variant}"),
-        code=code("hashing", "phash", "store"),
-    output:
-        directory("results/descriptors/{hash}/{variant}.zarr"),
-    log:
-        "logs/hash/{hash}/{variant}.log",
-    benchmark:
-        "results/timings/hash/{hash}/{variant}.tsv"
-    wildcard_constraints:
-        hash=alternation(config["hashes"]),
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
-    shell:
-        "risbench hash-store --descriptor {wildcards.hash} --list {input.list}"
-        " --out {output} 2> {log}"
+# Every configured hash of one variant comes out of one job: each image is
+# decoded once for all of them (as one forward pass serves every CNN tap).
+if HASHES:
+
+    rule hash:
+        input:
+            list=variant_list("{variant}"),
+            code=code("hashing"),
+        output:
+            [directory(store(name, "{variant}")) for name in HASHES],
+        log:
+            "logs/hash/{variant}.log",
+        benchmark:
+            "results/timings/hash/{variant}.tsv"
+        conda:
+            CONDA_ENV
+        resources:
+            mem_mb=mem_mb(4000),
+            runtime=runtime(120),
+        params:
+            stores=lambda wildcards, output: named_args("store", HASHES, output),
+        shell:
+            "risbench hash-store --list {input.list:q} {params.stores} 2> {log:q}"

@@ -14,8 +14,8 @@ rule modify:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        mem_mb=mem_mb(4000),
+        runtime=runtime(120),
     params:
         reencode=(
             f"--reencode-quality {config['reencode_quality']}"
@@ -23,5 +23,5 @@ rule modify:
             else ""
         ),
     shell:
-        "risbench modify --variant {wildcards.variant} --originals {input.originals}"
-        " --images-dir {output.images} --list {output.list} {params.reencode} 2> {log}"
+        "risbench modify --variant {wildcards.variant:q} --originals {input.originals:q}"
+        " --images-dir {output.images:q} --list {output.list:q} {params.reencode} 2> {log:q}"

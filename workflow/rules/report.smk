@@ -8,18 +8,13 @@ report: "../report/workflow.rst"
 TIMING_FILES = [rules.dataset.benchmark] + expand(
     rules.modify.benchmark, variant=MODIFIED
 )
-TIMING_FILES += expand(rules.hash.benchmark, hash=config["hashes"], variant=VARIANTS)
-for model_key in config.get("models") or {}:
+if HASHES:
+    TIMING_FILES += expand(rules.hash.benchmark, variant=VARIANTS)
+for model_key in config["models"]:
     TIMING_FILES += expand(
         getattr(rules, f"extract_{model_key}").benchmark, variant=VARIANTS
     )
-TIMING_FILES += [
-    path.replace("results/benchmark/", "results/timings/benchmark/", 1).removesuffix(
-        ".json"
-    )
-    + ".tsv"
-    for path in benchmark_outputs("json")
-]
+TIMING_FILES += [benchmark_timing(*pair) for pair in all_pairs()]
 
 # What the report's result lists show (sorted by this label), per output name.
 REPORT_TITLES = {
@@ -52,25 +47,18 @@ for path in summary_outputs():
 
 rule summarize:
     input:
-        stats=summary_benchmarks("json"),
-        tables=summary_benchmarks("parquet"),
+        runs=summary_runs(),
         timings=summary_timings(TIMING_FILES),
         images="results/dataset/images.parquet",
-        code=code("report", "modify"),
+        code=code("report"),
     output:
         SUMMARY_REPORTED,
     log:
         "logs/summarize.log",
+    localrule: True
     conda:
         CONDA_ENV
-    resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        # The stats and timing files are named by folder, protocols and pairs:
-        # a command naming each one would outgrow the limit on one argument.
-        protocols=" ".join(PROTOCOLS),
-        pairs=summary_pairs(),
         robustness=(
             "--robustness"
             if "results/figures/robustness.png" in summary_outputs()
@@ -78,6 +66,5 @@ rule summarize:
         ),
     shell:
         "risbench summarize --tables-dir results/tables --figures-dir results/figures"
-        " --benchmark-dir results/benchmark --protocols {params.protocols}"
-        " --pairs {params.pairs} --timings-dir results/timings"
-        " --images {input.images} {params.robustness} 2> {log}"
+        " --runs {input.runs:q} --timings {input.timings:q} --images {input.images:q}"
+        " {params.robustness} 2> {log:q}"

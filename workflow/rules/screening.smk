@@ -10,7 +10,7 @@ rule screen_benchmark:
     input:
         lists=[variant_list(v) for v in VARIANTS],
         stores=lambda w: [store(w.descriptor, v) for v in VARIANTS],
-        code=code("screening", "protocols", "metrics", "distance", "catalog", "store"),
+        code=code("benchmark"),
     output:
         table="results/screening/stage{stage}/{descriptor}__{distance}.parquet",
         stats="results/screening/stage{stage}/{descriptor}__{distance}.json",
@@ -22,22 +22,21 @@ rule screen_benchmark:
         stage=r"[1-9]\d*",
     conda:
         CONDA_ENV
-    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else 4
+    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else threads(4)
     resources:
-        gpu=1 if config["benchmark"]["device"] == "cuda" else 0,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 240 * attempt,
+        gpu=int(placement.uses_gpu(config, "benchmark")),
+        mem_mb=mem_mb(16000),
+        runtime=runtime(240),
     params:
         bases=lambda w: screening_stages()[int(w.stage) - 1]["bases"],
         spec=benchmark_spec,
-        inputs=lambda w: " ".join(
-            f"--list {v}={variant_list(v)} --store {v}={store(w.descriptor, v)}"
-            for v in VARIANTS
-        ),
+        inputs=lambda w, input: named_args("list", VARIANTS, input.lists)
+        + " "
+        + named_args("store", VARIANTS, input.stores),
     shell:
-        "risbench benchmark --protocol all --bases {params.bases}"
-        " --distance {wildcards.distance} {params.inputs} --spec {params.spec:q}"
-        " --table {output.table} --stats {output.stats} 2> {log}"
+        "risbench benchmark --descriptor {wildcards.descriptor} --distance {wildcards.distance}"
+        " --bases {params.bases} {params.inputs} --spec {params.spec:q}"
+        " --table all={output.table:q} --stats all={output.stats:q} 2> {log:q}"
 
 
 checkpoint screen:
@@ -65,7 +64,7 @@ checkpoint screen:
         ),
     shell:
         "risbench screen stage --stage {wildcards.stage} --bases {params.bases} {params.rule}"
-        " --out {output} {input.stats} 2> {log}"
+        " --out {output:q} {input.stats:q} 2> {log:q}"
 
 
 # Every stage, then the survivors' full-size `all` results (when that protocol runs).
@@ -74,7 +73,7 @@ rule screening_table:
         stages=[screening_stage_table(s + 1) for s in range(len(screening_stages()))],
         final=lambda w: (
             [
-                f"results/benchmark/all/{descriptor}__{distance}.json"
+                benchmark_result("all", descriptor, distance, "json")
                 for descriptor, distance in final_pairs()
             ]
             if "all" in PROTOCOLS
@@ -104,4 +103,4 @@ rule screening_table:
         CONDA_ENV
     shell:
         "risbench screen table --stages {input.stages} --final {input.final}"
-        " --images {input.images} --csv {output.csv} --markdown {output.markdown} 2> {log}"
+        " --images {input.images:q} --csv {output.csv:q} --markdown {output.markdown:q} 2> {log:q}"

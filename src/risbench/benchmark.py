@@ -1,0 +1,120 @@
+"""The benchmark job: one descriptor and one distance, every protocol.
+
+The job reads the descriptor's stores once (checked: complete, and the
+descriptor they claim to be), runs every requested protocol
+(:func:`risbench.protocols.run_many`: ``all`` and ``distractors`` share one
+sweep) and writes, per protocol, the per-radius table (parquet) and the stats
+(:class:`risbench.results.BenchmarkStats`), then a run index naming them all
+(:class:`risbench.results.RunIndex`), which is what the summary reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger("risbench")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where one protocol's results go."""
+
+    table: str
+    stats: str
+
+
+def load(lists: dict[str, str], stores: dict[str, str], descriptor: str, bases: int | None):
+    """The catalog of the listed variants and each variant's descriptor matrix, every
+    store checked (complete, this descriptor, one kind and dim, its variant's row
+    count). ``bases``: only the first N base groups and the distractors, reading
+    only their rows (a screening stage).
+
+    Returns (catalog, matrices, attrs of the first store)."""
+    import pandas as pd
+
+    from risbench import catalog, screening, store
+
+    if set(lists) != set(stores):
+        raise ValueError(
+            f"variants with a list {sorted(lists)} and a store {sorted(stores)} differ"
+        )
+    images = catalog.assemble([pd.read_parquet(path) for path in lists.values()])
+    rows = images["variant"].value_counts().to_dict()
+    positions = None
+    if bases is not None:
+        images, positions = screening.first_bases(images, bases)
+        log.info("first %d base groups: %d images", bases, len(images))
+    matrices, attrs = store.read_stores(
+        stores, descriptor=descriptor, rows={v: rows.get(v, 0) for v in stores}, positions=positions
+    )
+    return images, matrices, attrs
+
+
+def run(
+    descriptor: str,
+    distance: str,
+    lists: dict[str, str],
+    stores: dict[str, str],
+    outputs: dict[str, Outputs],
+    spec: dict,
+    *,
+    bases: int | None = None,
+    run_index: str | None = None,
+) -> None:
+    """Benchmarks ``descriptor`` under ``distance`` for every protocol in ``outputs``.
+
+    ``bases``: only the first N base groups (and the distractors), read from the
+    full stores: a screening stage (protocol ``all`` only)."""
+    from risbench import protocols, results
+
+    images, matrices, attrs = load(lists, stores, descriptor, bases)
+    radius = spec.get("radius", {}).get(distance) or {}
+    swept = protocols.run_many(
+        images,
+        matrices,
+        list(outputs),
+        distance,
+        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        radius_step=radius.get("step"),
+        radius_max=radius.get("max"),
+        exclude_self=spec["exclude_self"],
+        tile_mb=spec["tile_mb"],
+        device=spec["device"],
+        beta=spec["beta"],
+        top_k=spec["top_k"],
+    )
+    width = next(iter(matrices.values())).shape[1]
+    for protocol, result in swept.items():
+        stats = results.BenchmarkStats.from_sweep(
+            result,
+            protocol=protocol,
+            descriptor=descriptor,
+            distance=distance,
+            kind=attrs["kind"],
+            dim=attrs["dim"],
+            width=width,
+            seconds=result.seconds,
+        )
+        result.table().to_parquet(outputs[protocol].table, index=False)
+        stats.write(outputs[protocol].stats)
+        _log_best(stats)
+    if run_index:
+        index = {p: {"table": o.table, "stats": o.stats} for p, o in outputs.items()}
+        results.RunIndex(descriptor, distance, index).write(run_index)
+
+
+def _log_best(stats) -> None:
+    best = stats.best
+    log.info(
+        "%s %s %s: best F1 %.4f at radius %.4f (P %.4f, R %.4f), %d queries, %.2f s",
+        stats.protocol,
+        stats.descriptor,
+        stats.distance,
+        best["f1"],
+        best["radius"],
+        best["precision"],
+        best["recall"],
+        stats.queries,
+        stats.seconds,
+    )

@@ -2,7 +2,6 @@
 fabricated run (``fabricate_run``: 23 descriptor × distance pairs, the paper's
 six modifications, a rotation sweep and a composition) for the figures."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,23 @@ import pandas as pd
 import pytest
 from matplotlib.patches import StepPatch
 
-from risbench import modify, report
+from risbench import cli, figures, metrics, modify, report
+from risbench.results import (
+    BenchmarkStats,
+    ResultsError,
+    RunIndex,
+    bytes_per_image,
+    summary_outputs,
+)
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "images"
 
 
-def _write(tmp_path, protocol, descriptor, distance, best, dim=64, kind="binary", **blocks):
+def _write(
+    tmp_path, protocol, descriptor, distance, best, dim=64, width=8, kind="binary", **blocks
+):
+    """A benchmark's per-radius table and stats (``width``: the store's columns);
+    returns ``(stats, table path)``, the record :func:`report.results_frame` takes."""
     folder = tmp_path / protocol
     folder.mkdir(exist_ok=True)
     stem = folder / f"{descriptor}__{distance}"
@@ -33,34 +43,59 @@ def _write(tmp_path, protocol, descriptor, distance, best, dim=64, kind="binary"
             "queries": [5, 5, 5],
         }
     ).to_parquet(f"{stem}.parquet")
-    stats = {
-        "protocol": protocol,
-        "descriptor": descriptor,
-        "distance": distance,
-        "kind": kind,
-        "dim": dim,
-        "bytes_per_image": dim // 8 if kind == "binary" else dim * 4,
-        "best": {"radius": 0.1, "precision": 0.9, "recall": 0.8, **best},
-        **blocks,
-    }
-    path = f"{stem}.json"
-    with open(path, "w") as handle:
-        json.dump(stats, handle)
-    return path
+    stats = BenchmarkStats(
+        protocol=protocol,
+        descriptor=descriptor,
+        distance=distance,
+        kind=kind,
+        dim=dim,
+        bytes_per_image=bytes_per_image(width, kind),
+        queries=5,
+        seconds=0.1,
+        best={"radius": 0.1, "precision": 0.9, "recall": 0.8, **best},
+        distances=blocks.get("distances", {}),
+        ranked=blocks.get("ranked", {}),
+        histogram=blocks.get("histogram", {}),
+    )
+    stats.write(f"{stem}.json")
+    return stats, f"{stem}.parquet"
+
+
+def _run_indexes(folder, records):
+    """The run index of each descriptor × distance among ``records`` (as the
+    benchmark job writes them), in ``folder``; returns their paths."""
+    indexes = {}
+    for stats, table in records:
+        index = indexes.setdefault(
+            (stats.descriptor, stats.distance), RunIndex(stats.descriptor, stats.distance, {})
+        )
+        stem = str(table).removesuffix(".parquet")
+        index.protocols[stats.protocol] = {"table": table, "stats": f"{stem}.json"}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for (descriptor, distance), index in indexes.items():
+        paths.append(str(Path(folder) / f"{descriptor}__{distance}.json"))
+        index.write(paths[-1])
+    return paths
 
 
 @pytest.fixture
-def results(tmp_path):
-    paths = [
+def records(tmp_path):
+    cnn = {"dim": 1280, "width": 1280, "kind": "float"}
+    return [
         _write(tmp_path, "all", "dct", "hamming", {"f1": 0.61}),
-        _write(tmp_path, "all", "cnn", "cosine", {"f1": 0.93}, dim=1280, kind="float"),
-        _write(tmp_path, "all", "cnn", "euclidean", {"f1": 0.61}, dim=1280, kind="float"),
+        _write(tmp_path, "all", "cnn", "cosine", {"f1": 0.93}, **cnn),
+        _write(tmp_path, "all", "cnn", "euclidean", {"f1": 0.61}, **cnn),
         _write(tmp_path, "single-original", "dct", "hamming", {"f1": 1.0}),
         _write(tmp_path, "single-rotate", "dct", "hamming", {"f1": 0.4}),
-        _write(tmp_path, "single-original", "cnn", "cosine", {"f1": 1.0}, dim=1280, kind="float"),
-        _write(tmp_path, "single-rotate", "cnn", "cosine", {"f1": 0.9}, dim=1280, kind="float"),
+        _write(tmp_path, "single-original", "cnn", "cosine", {"f1": 1.0}, **cnn),
+        _write(tmp_path, "single-rotate", "cnn", "cosine", {"f1": 0.9}, **cnn),
     ]
-    return report.load_results(paths)
+
+
+@pytest.fixture
+def results(records):
+    return report.results_frame(records)
 
 
 # --------------------------------------------------------------------------------------
@@ -118,8 +153,8 @@ def _difficulty(variant):
     return total
 
 
-def _sweep(rng, quality, difficulty, scale, relevant):
-    """A plausible radius sweep, distance statistics and histogram for one job."""
+def _sweep(rng, distance, quality, difficulty, scale, relevant, ranked):
+    """A plausible radius sweep of one job, as the engine's SweepResult."""
     spread = 0.07 * scale
     similar_mean = scale * (0.03 + 0.6 * (1 - quality) * (0.25 + difficulty))
     similar = np.clip(rng.normal(similar_mean, spread, 400), 0, scale)
@@ -138,19 +173,6 @@ def _sweep(rng, quality, difficulty, scale, relevant):
     total = precision + recall
     f1 = np.where(total > 0, 2 * precision * recall / np.maximum(total, 1e-12), 0.0)
     queries = 40
-    table = pd.DataFrame(
-        {
-            "radius": grid,
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "fbeta": f1,
-            "tp": np.round(tp * queries).astype(int),
-            "fp": np.round(fp * queries).astype(int),
-            "fn": np.round((relevant - tp) * queries).astype(int),
-            "queries": queries,
-        }
-    )
 
     def describe(values):
         q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
@@ -164,13 +186,24 @@ def _sweep(rng, quality, difficulty, scale, relevant):
             "max": float(values.max()),
         }
 
-    histogram = {
-        "radius": grid.tolist(),
-        "similar": hist_similar.tolist(),
-        "dissimilar": hist_dissimilar.tolist(),
-    }
-    distances = {"similar": describe(similar), "dissimilar": describe(dissimilar)}
-    return table, distances, histogram
+    return metrics.SweepResult(
+        distance=distance,
+        radii=grid,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        fbeta=f1,
+        tp=np.round(tp * queries).astype(int),
+        fp=np.round(fp * queries).astype(int),
+        fn=np.round((relevant - tp) * queries).astype(int),
+        queries=queries,
+        beta=1.0,
+        similar=describe(similar),
+        dissimilar=describe(dissimilar),
+        similar_hist=hist_similar,
+        dissimilar_hist=hist_dissimilar,
+        ranked_metrics=ranked,
+    )
 
 
 def _timing(path, rng, seconds, rss):
@@ -185,9 +218,10 @@ def _timing(path, rng, seconds, rss):
 
 def fabricate_run(root, *, images=True, seed=0):
     """Writes under ``root/results`` what a run of the fabricated config leaves for the
-    summary: benchmark tables and stats, Snakemake timing files, the catalog and
-    (with ``images``) one base photo and its modified versions. Returns
-    ``{"stats": [...], "timings": [...], "images": path, "variants": [...]}``."""
+    summary: per descriptor × distance, as the benchmark job does, every protocol's
+    table and stats and a run index; Snakemake timing files; the catalog and (with
+    ``images``) one base photo and its modified versions. Returns ``{"runs": [...],
+    "timings": [...], "images": path, "variants": [...], "protocols": [...]}``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     variants = ["original", *modify.expand_sweeps(FAB_MODIFICATIONS, FAB_SWEEPS)]
@@ -195,56 +229,47 @@ def fabricate_run(root, *, images=True, seed=0):
     pairs = fabricated_descriptors()
     names = list(dict.fromkeys(p[0] for p in pairs))
     quality = dict(zip(names, rng.uniform(0.35, 0.95, len(names)), strict=True))
-    stats_paths, timings = [], []
+    runs, timings = [], []
     results = root / "results"
-    for protocol in protocols:
-        folder = results / "benchmark" / protocol
-        folder.mkdir(parents=True, exist_ok=True)
-        for descriptor, kind, distance, dim in pairs:
-            if distance == "euclidean" and not descriptor.endswith("norm_l2"):
-                scale = 20.0
-            else:
-                scale = {"hamming": 0.6, "angular": 0.6}.get(distance, 1.0)
+    (results / "benchmark" / "runs").mkdir(parents=True)
+    for descriptor, kind, distance, dim in pairs:
+        if distance == "euclidean" and not descriptor.endswith("norm_l2"):
+            scale = 20.0
+        else:
+            scale = {"hamming": 0.6, "angular": 0.6}.get(distance, 1.0)
+        index = RunIndex(descriptor, distance, {})
+        for protocol in protocols:
             if protocol.startswith("single-"):
                 difficulty, relevant = _difficulty(protocol.removeprefix("single-")), 1
             else:
                 difficulty, relevant = 0.2, len(variants)
-            table, distances, histogram = _sweep(
-                rng, quality[descriptor], difficulty, scale, relevant
-            )
-            stem = folder / f"{descriptor}__{distance}"
-            table.to_parquet(f"{stem}.parquet", index=False)
-            best = table.loc[table["f1"].idxmax()]
             r1 = float(np.clip(quality[descriptor] - difficulty / 2, 0, 1))
-            stats = {
-                "protocol": protocol,
-                "descriptor": descriptor,
-                "distance": distance,
-                "kind": kind,
-                "dim": dim,
-                "bytes_per_image": dim * 4 if kind == "float" else -(-dim // 8),
-                "queries": 40,
-                "seconds": float(rng.uniform(0.1, 3)),
-                "best": {k: float(best[k]) for k in ("radius", "precision", "recall", "f1")},
-                "distances": distances,
-                "ranked": {
-                    "recall_at_1": r1,
-                    "recall_at_10": min(1.0, r1 + 0.1),
-                    "map_at_k": r1 * 0.95,
-                    "micro_ap": r1 * 0.9,
-                },
-                "histogram": histogram,
+            ranked = {
+                "recall_at_1": r1,
+                "recall_at_10": min(1.0, r1 + 0.1),
+                "map_at_k": r1 * 0.95,
+                "micro_ap": r1 * 0.9,
             }
-            Path(f"{stem}.json").write_text(json.dumps(stats))
-            stats_paths.append(f"{stem}.json")
-            timings.append(
-                _timing(
-                    results / "timings" / "benchmark" / protocol / f"{stem.name}.tsv",
-                    rng,
-                    1.5,
-                    300,
-                )
-            )
+            sweep = _sweep(rng, distance, quality[descriptor], difficulty, scale, relevant, ranked)
+            stem = results / "benchmark" / protocol / f"{descriptor}__{distance}"
+            stem.parent.mkdir(exist_ok=True)
+            sweep.table().to_parquet(f"{stem}.parquet", index=False)
+            width = dim if kind == "float" else -(-dim // 8)  # the store's columns
+            BenchmarkStats.from_sweep(
+                sweep,
+                protocol=protocol,
+                descriptor=descriptor,
+                distance=distance,
+                kind=kind,
+                dim=dim,
+                width=width,
+                seconds=float(rng.uniform(0.1, 3)),
+            ).write(f"{stem}.json")
+            index.protocols[protocol] = {"table": f"{stem}.parquet", "stats": f"{stem}.json"}
+        runs.append(str(results / "benchmark" / "runs" / f"{descriptor}__{distance}.json"))
+        index.write(runs[-1])
+        timing = results / "timings" / "benchmark" / f"{descriptor}__{distance}.tsv"
+        timings.append(_timing(timing, rng, 1.5 * len(protocols), 300))
     timings.append(_timing(results / "timings" / "dataset.tsv", rng, 4, 250))
     for variant in variants[1:]:
         timings.append(_timing(results / "timings" / "modify" / f"{variant}.tsv", rng, 2, 180))
@@ -289,10 +314,11 @@ def fabricate_run(root, *, images=True, seed=0):
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     catalog.to_parquet(catalog_path, index=False)
     return {
-        "stats": stats_paths,
+        "runs": runs,
         "timings": timings,
         "images": str(catalog_path),
         "variants": variants,
+        "protocols": protocols,
     }
 
 
@@ -300,7 +326,7 @@ def fabricate_run(root, *, images=True, seed=0):
 def fabricated(tmp_path_factory):
     root = tmp_path_factory.mktemp("fabricated")
     run = fabricate_run(root)
-    run["results"] = report.load_results(run["stats"])
+    run["results"] = report.load_results(run["runs"])
     return run
 
 
@@ -315,7 +341,8 @@ def test_table3_best_first_ties_broken_by_name(results):
         ["cnn", "euclidean"],  # 0.61 tie with dct: name order decides
         ["dct", "hamming"],
     ]
-    assert table.loc[0, "bytes_per_image"] == 5120
+    assert table.loc[0, "bytes_per_image"] == 5120  # 1280 float32 values
+    assert table.loc[2, "bytes_per_image"] == 8  # 64 bits, packed
     assert table.loc[2, "dimensions"] == 64
 
 
@@ -333,7 +360,7 @@ def test_table4_paper_columns_first_then_config_order_and_ties_by_name(tmp_path)
     for variant in ["rotate-2", "crop", "original", "crop+jpeg-30", "blur"]:
         for descriptor in ("zeta", "alpha"):
             paths.append(_write(tmp_path, f"single-{variant}", descriptor, "hamming", {"f1": 0.5}))
-    table = report.table4(report.load_results(paths))
+    table = report.table4(report.results_frame(paths))
     assert list(table.columns) == [
         "descriptor",
         "distance",
@@ -348,7 +375,7 @@ def test_table4_paper_columns_first_then_config_order_and_ties_by_name(tmp_path)
 
 
 def test_table4_without_single_protocols_is_empty(tmp_path):
-    results = report.load_results([_write(tmp_path, "all", "dct", "hamming", {"f1": 0.5})])
+    results = report.results_frame([_write(tmp_path, "all", "dct", "hamming", {"f1": 0.5})])
     assert report.table4(results).empty
 
 
@@ -375,6 +402,8 @@ def test_distance_table_margins_by_hand(tmp_path):
             "cnn",
             "cosine",
             {"f1": 0.9},
+            dim=1280,
+            width=1280,
             kind="float",
             distances={
                 "similar": _stats(30, 0.05, 0.0, 0.01, 0.02, 0.04, 0.1),
@@ -396,7 +425,7 @@ def test_distance_table_margins_by_hand(tmp_path):
             },
         ),
     ]
-    table = report.distance_table(report.load_results(paths), "all")
+    table = report.distance_table(report.results_frame(paths), "all")
     assert table[["descriptor", "distance"]].values.tolist() == [
         ["cnn", "cosine"],
         ["dct", "hamming"],
@@ -420,7 +449,7 @@ def test_ranked_table_where_computed_best_map_first(tmp_path):
         _write(tmp_path, "single-blur", "dct", "hamming", {"f1": 0.5}, ranked=ranked(0.9)),
         _write(tmp_path, "single-blur", "cnn", "cosine", {"f1": 0.5}, ranked=ranked(0.9)),
     ]
-    table = report.ranked_table(report.load_results(paths))
+    table = report.ranked_table(report.results_frame(paths))
     assert list(table.columns) == [
         "protocol",
         "descriptor",
@@ -450,6 +479,25 @@ def test_parse_timing_path():
         "a_b_norm_l2",
         "cosine",
     )
+    # the benchmark job of one descriptor × distance, every protocol
+    job = report.parse_timing_path("results/timings/benchmark/a_b_norm_l2__cosine.tsv")
+    assert (job["protocol"], job["descriptor"], job["distance"]) == ("", "a_b_norm_l2", "cosine")
+    # a stage this version does not know: timed as a whole
+    assert report.parse_timing_path("results/timings/screen/stage1/x.tsv")["stage"] == "screen"
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("results/hash/dct/blur.tsv", "a timing file must lie in a 'timings' folder"),
+        ("results/timings/hash/blur.tsv", r"a hash timing file is timings/hash/\{hash\}/"),
+        ("results/timings/dataset/x.tsv", "a dataset timing file is timings/dataset.tsv"),
+        ("results/timings/benchmark/dct.tsv", "a benchmark timing file is"),
+    ],
+)
+def test_parse_timing_path_names_a_file_of_no_known_layout(path, message):
+    with pytest.raises(ResultsError, match=f"{path}: {message}"):
+        report.parse_timing_path(path)
 
 
 def test_timing_table_from_snakemake_benchmark_files(tmp_path):
@@ -494,7 +542,7 @@ def test_strength_curves_only_swept_single_step_modifications(tmp_path):
     for variant in ["original", "rotate", "rotate-2", "jpeg", "crop+jpeg-30", "jpeg-30"]:
         paths.append(_write(tmp_path, f"single-{variant}", "dct", "hamming", {"f1": 0.5}))
     paths.append(_write(tmp_path, "single-crop", "dct", "hamming", {"f1": 0.5}))
-    curves = report.strength_curves(report.load_results(paths))
+    curves = report.strength_curves(report.results_frame(paths))
     rotate = curves[curves.modification == "rotate"]
     assert rotate[["variant", "strength"]].values.tolist() == [
         ["original", 0.0],  # the base images at the identity strength
@@ -525,7 +573,7 @@ def test_fabricated_run_has_20_plus_panels(fabricated):
 
 def test_prf_radius_figure_one_panel_per_descriptor_and_distance(fabricated):
     results = fabricated["results"]
-    figure = report.prf_radius_figure(results, report.load_curves(results, "all"), "all")
+    figure = figures.prf_radius_figure(results, report.load_curves(results, "all"), "all")
     assert len(figure.axes) == 23
     for ax in figure.axes:
         assert len(ax.lines) == 4  # precision, recall, F1, best radius
@@ -533,7 +581,7 @@ def test_prf_radius_figure_one_panel_per_descriptor_and_distance(fabricated):
     assert figure.axes[0].get_ylabel() and len(figure.legends) == 1
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[0].startswith("ahash\nhamming · best F1")
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_modification_bars_figure_one_container_per_variant(fabricated):
@@ -542,9 +590,9 @@ def test_modification_bars_figure_one_container_per_variant(fabricated):
     assert variants[:7] == ["Base", "Blur", "Gray", "Resize", "Compr", "Rotate", "Crop"]
     assert len(variants) == 12
     # the rotation sweep is left to the robustness figure; the paper's Rotate stays
-    shown = report.bar_columns(variants)
+    shown = figures.bar_columns(variants)
     assert shown == variants[:7] + ["crop+jpeg-30"]
-    figure = report.modification_bars_figure(table)
+    figure = figures.modification_bars_figure(table)
     assert len(figure.axes) == 2  # 23 rows: two panels side by side
     for ax in figure.axes:
         assert len(ax.containers) == len(shown)
@@ -553,57 +601,57 @@ def test_modification_bars_figure_one_container_per_variant(fabricated):
     top = figure.axes[0].get_yticklabels()[0].get_text()
     assert top == f"{table.descriptor[0]} · {table.distance[0]}"  # best mean first
     assert len(figure.axes[0].get_yticklabels()) == 12
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_bar_columns_keep_single_strengths_and_compositions():
     # JPEG at two qualities (10 = Compr, 30): a sweep; rotate at one strength: a bar
-    assert report.bar_columns(["Base", "rotate-2", "jpeg-30", "Compr", "crop+jpeg-30"]) == [
+    assert figures.bar_columns(["Base", "rotate-2", "jpeg-30", "Compr", "crop+jpeg-30"]) == [
         "Base",
         "rotate-2",
         "Compr",
         "crop+jpeg-30",
     ]
-    assert report.bar_columns(["Base", "rotate-2", "jpeg-30"]) == ["Base", "rotate-2", "jpeg-30"]
+    assert figures.bar_columns(["Base", "rotate-2", "jpeg-30"]) == ["Base", "rotate-2", "jpeg-30"]
 
 
 def test_distance_histogram_figure_two_histograms_per_panel(fabricated):
-    figure = report.distance_histogram_figure(fabricated["results"], "all")
+    figure = figures.distance_histogram_figure(fabricated["results"], "all")
     assert len(figure.axes) == 23
     for ax in figure.axes:
         assert sum(isinstance(p, StepPatch) for p in ax.patches) == 2
         assert len(ax.lines) == 1  # best radius
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_distance_histogram_figure_without_histograms_says_so(results):
-    figure = report.distance_histogram_figure(results, "all")
+    figure = figures.distance_histogram_figure(results, "all")
     assert len(figure.axes) == 1
     assert "no distance histograms" in figure.axes[0].texts[0].get_text()
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_robustness_figure_one_line_per_descriptor_and_distance(fabricated):
     curves = report.strength_curves(fabricated["results"])
     assert set(curves.modification) == {"rotate"}
-    figure = report.robustness_figure(curves)
+    figure = figures.robustness_figure(curves)
     (ax,) = figure.axes
     assert len(ax.lines) == 23
     assert list(ax.lines[0].get_xdata()) == [0, 1, 2, 3, 5, 10]  # rotate = 5°, base = 0°
     assert ax.get_xlabel() == "rotate strength (degrees clockwise)"
     assert len(figure.legends[0].get_texts()) == 23
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_robustness_figure_without_sweep_says_so():
-    figure = report.robustness_figure(report.strength_curves(report.load_results([])))
+    figure = figures.robustness_figure(report.strength_curves(report.results_frame([])))
     assert "no strength sweep configured" in figure.axes[0].texts[0].get_text()
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 def test_examples_figure_base_photo_and_its_variants(fabricated):
     images = pd.read_parquet(fabricated["images"])
-    figure = report.examples_figure(images)
+    figure = figures.examples_figure(images)
     assert len(figure.axes) == len(fabricated["variants"]) == 12
     titles = [ax.get_title().split("\n")[0] for ax in figure.axes]
     assert titles == fabricated["variants"]
@@ -611,77 +659,136 @@ def test_examples_figure_base_photo_and_its_variants(fabricated):
     assert "skimage_chelsea" in figure._suptitle.get_text()
     resize = figure.axes[titles.index("resize")].get_title()
     assert resize.endswith("192 × 128 px")
-    report.plt.close(figure)
+    figures.plt.close(figure)
 
 
 # --------------------------------------------------------------------------------------
 # the entry point
 
 
-def test_summarize_writes_tables_and_figure(tmp_path, results):
-    stats = sorted(str(p) for p in tmp_path.glob("*/*.json"))
-    report.summarize(stats, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f")
+def test_load_results_through_run_indexes(tmp_path, records):
+    runs = _run_indexes(tmp_path / "runs", records)
+    assert len(runs) == 3  # dct hamming, cnn cosine, cnn euclidean
+    loaded = report.load_results(runs)
+    # protocol by protocol, as the config lists them, whatever the index order
+    assert loaded.protocol.tolist() == ["all"] * 3 + ["single-original"] * 2 + ["single-rotate"] * 2
+    expected = report.results_frame(records)
+    key = ["protocol", "descriptor", "distance"]
+    pd.testing.assert_frame_equal(
+        loaded.sort_values(key, ignore_index=True), expected.sort_values(key, ignore_index=True)
+    )
+    assert loaded.table.map(lambda p: Path(p).exists()).all()
+
+
+def test_load_results_refuses_an_index_that_does_not_match_its_files(tmp_path, records):
+    (run,) = _run_indexes(tmp_path / "runs", records[:1])
+    index = RunIndex.read(run)
+    index.protocols["single-blur"] = dict(index.protocols["all"])  # the stats of protocol all
+    index.write(run)
+    with pytest.raises(
+        ResultsError,
+        match=r"all/dct__hamming\.json: holds all dct hamming.*"
+        r"lists it as single-blur dct hamming",
+    ):
+        report.load_results([run])
+    (other,) = _run_indexes(tmp_path / "more", records[:1])
+    with pytest.raises(ResultsError, match=r"more/dct__hamming\.json: all dct hamming is also in"):
+        report.load_results([_run_indexes(tmp_path / "again", records[:1])[0], other])
+
+
+# --------------------------------------------------------------------------------------
+# the entry point
+
+
+def _tsv(root, relative, seconds=1.0):
+    path = Path(root) / "results" / "timings" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TSV_HEADER + f"{seconds}\t0:00:01\t10\t1\t1\t1\t0\t0\t50\t{seconds}\n")
+    return str(path)
+
+
+def test_summarize_reads_exactly_the_timing_files_it_is_given(tmp_path, records):
+    """A removed model ``mobilenet`` left its timing files beside those of
+    ``mobilenet_v2``; the summary times only the files passed."""
+    runs = _run_indexes(tmp_path / "runs", records)
+    given = [
+        _tsv(tmp_path, "extract/mobilenet_v2/original.tsv", 3.0),
+        _tsv(tmp_path, "benchmark/dct__hamming.tsv", 2.0),
+    ]
+    stale = _tsv(tmp_path, "extract/mobilenet/original.tsv", 7.0)
+    report.summarize(runs, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f", timings=given)
+    timing = pd.read_csv(tmp_path / "t" / "timing.csv", keep_default_na=False)
+    assert timing[["stage", "descriptor", "wall_seconds"]].values.tolist() == [
+        ["extract", "mobilenet_v2", 3.0],
+        ["benchmark", "dct", 2.0],
+    ]
+    report.summarize(
+        runs, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f", timings=[*given, stale]
+    )
+    timing = pd.read_csv(tmp_path / "t" / "timing.csv", keep_default_na=False)
+    assert timing[timing.descriptor == "mobilenet"].wall_seconds.tolist() == [7.0]
+
+
+def test_summarize_writes_tables_and_figures(tmp_path, records):
+    runs = _run_indexes(tmp_path / "runs", records)
+    report.summarize(runs, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f")
     assert (tmp_path / "t" / "table3_all.md").read_text().count("\n") == 5  # header, rule, 3 rows
     figure = tmp_path / "f" / "prf_radius.png"
     assert figure.stat().st_size > 10_000
     # an engine without distances, ranked metrics or histograms: empty tables, no error
     assert pd.read_csv(tmp_path / "t" / "ranked.csv").empty
+    assert pd.read_csv(tmp_path / "t" / "timing.csv").empty  # no timing file given
     assert not (tmp_path / "f" / "robustness.png").exists()
+    assert not (tmp_path / "f" / "examples.png").exists()  # no catalog given
 
 
-def test_select_timings_drops_jobs_of_an_earlier_config(tmp_path):
-    paths = [
-        _write(tmp_path, "all", "dct", "hamming", {"f1": 0.5}),
-        _write(tmp_path, "single-blur", "mobilenet_v2_features_avg", "cosine", {"f1": 0.5}),
-    ]
-    results = report.load_results(paths)
-    timings = [
-        "results/timings/dataset.tsv",
-        "results/timings/modify/blur.tsv",
-        "results/timings/modify/sepia.tsv",  # a variant no longer configured
-        "results/timings/hash/dct/blur.tsv",
-        "results/timings/hash/ahash/blur.tsv",  # a hash no longer configured
-        "results/timings/extract/mobilenet_v2/original.tsv",
-        "results/timings/extract/vgg16/original.tsv",  # a model no longer configured
-        "results/timings/benchmark/all/dct__hamming.tsv",
-        "results/timings/benchmark/all/dct__rv.tsv",  # a distance no longer configured
-        "results/timings/benchmark/single-blur/mobilenet_v2_features_avg__cosine.tsv",
-    ]
-    kept = report.select_timings(timings, results, {"original", "blur"})
-    assert [str(p) for p in kept] == [timings[i] for i in (0, 1, 3, 5, 7, 9)]
-    assert len(report.select_timings(timings, results)) == 7  # any variant
-
-
-def test_summarize_writes_every_table_and_figure(tmp_path_factory, fabricated):
-    """As the workflow calls it: stats and timings named by folder, protocols and pairs."""
-    out = tmp_path_factory.mktemp("summary")
+def test_summarize_command_writes_every_declared_output(tmp_path, fabricated):
+    """As the workflow calls it: run indexes, timing files and catalog named, and
+    exactly the files of ``summary_outputs`` written."""
     results = fabricated["results"]
-    benchmark_dir = Path(fabricated["stats"][0]).parents[1]
-    timings_dir = benchmark_dir.parent / "timings"
-    stale = timings_dir / "hash" / "oldhash" / "blur.tsv"  # from an earlier config
-    stale.parent.mkdir()
-    stale.write_text(TSV_HEADER + "1\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t1\n")
-    pairs = list(dict.fromkeys(results.descriptor + "__" + results.distance))
-    assert len(report.benchmark_paths(benchmark_dir, ["all"], pairs)) == 23
-    report.summarize(
-        tables_dir=out / "tables",
-        figures_dir=out / "figures",
-        benchmark_dir=benchmark_dir,
-        protocols=list(dict.fromkeys(results.protocol)),
-        pairs=pairs,
-        timings_dir=timings_dir,
-        images=fabricated["images"],
-        robustness=True,
+    cli.main(
+        ["summarize", "--runs", *fabricated["runs"], "--timings", *fabricated["timings"]]
+        + ["--images", fabricated["images"], "--robustness"]
+        + ["--tables-dir", str(tmp_path / "tables"), "--figures-dir", str(tmp_path / "figures")]
     )
-    for name in report.TABLES:
-        assert len(pd.read_csv(out / "tables" / f"{name}.csv")) > 0
-        assert (out / "tables" / f"{name}.md").read_text().startswith("|")
-    for name in (*report.FIGURES, "robustness"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
-    timing = pd.read_csv(out / "tables" / "timing.csv", keep_default_na=False)
+    declared = summary_outputs(
+        fabricated["variants"],
+        fabricated["protocols"],
+        tables_dir=str(tmp_path / "tables"),
+        figures_dir=str(tmp_path / "figures"),
+    )
+    assert declared[-1].endswith("robustness.png")
+    written = sorted(str(p) for p in tmp_path.glob("*/*"))
+    assert written == sorted(declared)
+    for path in declared:
+        if path.endswith(".csv"):
+            assert len(pd.read_csv(path)) > 0
+        elif path.endswith(".md"):
+            assert Path(path).read_text().startswith("|")
+        else:
+            assert Path(path).stat().st_size > 10_000
+    timing = pd.read_csv(tmp_path / "tables" / "timing.csv", keep_default_na=False)
     assert timing.stage.unique().tolist() == list(report.STAGES)
-    assert timing.jobs.sum() == len(fabricated["timings"])  # the stale file left out
-    assert "oldhash" not in set(timing.descriptor)
-    assert len(pd.read_csv(out / "tables" / "distances.csv")) == 23
-    table3 = pd.read_csv(out / "tables" / "table3_all.csv")
+    assert timing.jobs.sum() == len(fabricated["timings"])
+    assert len(pd.read_csv(tmp_path / "tables" / "distances.csv")) == 23
+    table3 = pd.read_csv(tmp_path / "tables" / "table3_all.csv")
     assert table3.equals(report.table3(results).astype(table3.dtypes.to_dict()))
+
+
+def test_summarize_command_names_a_bad_run_index(tmp_path, records):
+    (run,) = _run_indexes(tmp_path / "runs", records[:1])
+    Path(str(records[0][1]).removesuffix(".parquet") + ".json").unlink()
+    out = ["--tables-dir", str(tmp_path / "t"), "--figures-dir", str(tmp_path / "f")]
+    with pytest.raises(SystemExit, match=r"summarize: .*all/dct__hamming\.json: no such"):
+        cli.main(["summarize", "--runs", run, *out])
+    assert not (tmp_path / "t").exists()  # nothing written before the inputs are read
+
+
+@pytest.mark.parametrize("option", ["--benchmark-dir", "--protocols", "--pairs", "--timings-dir"])
+def test_summarize_has_no_layout_options(option, capsys):
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(
+            ["summarize", "--runs", "r.json", "--tables-dir", "t"]
+            + ["--figures-dir", "f", option, "x"]
+        )
+    assert f"unrecognized arguments: {option}" in capsys.readouterr().err

@@ -322,19 +322,20 @@ def cmd_screen_table(args) -> None:
 
 def cmd_summarize(args) -> None:
     from risbench import report
+    from risbench.results import ResultsError
 
-    report.summarize(
-        args.stats,
-        tables_dir=Path(args.tables_dir),
-        figures_dir=Path(args.figures_dir),
-        benchmark_dir=args.benchmark_dir,
-        protocols=args.protocols,
-        pairs=args.pairs,
-        timings=args.timings,
-        timings_dir=args.timings_dir,
-        images=args.images,
-        robustness=args.robustness,
-    )
+    try:
+        report.summarize(
+            args.runs,
+            tables_dir=args.tables_dir,
+            figures_dir=args.figures_dir,
+            timings=args.timings,
+            images=args.images,
+            robustness=args.robustness,
+        )
+    except ResultsError as error:
+        raise SystemExit(f"summarize: {error}") from None
+    log.info("summary of %d run indexes, %d timing files", len(args.runs), len(args.timings))
 
 
 def _json_default(value):
@@ -446,16 +447,16 @@ def parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_screen_table)
 
     p = sub.add_parser("summarize", help="paper tables and figures from benchmark outputs")
+    p.add_argument(
+        "--runs", nargs="+", required=True, help="the benchmark jobs' run index JSON files"
+    )
+    p.add_argument(
+        "--timings", nargs="*", default=[], help="the Snakemake benchmark: files, exactly those"
+    )
+    p.add_argument("--images", help="the catalog (images.parquet), for the example sheet")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--figures-dir", required=True)
-    p.add_argument("--benchmark-dir", help="stats are DIR/PROTOCOL/PAIR.json for every pair")
-    p.add_argument("--protocols", nargs="*", default=[], help="with --benchmark-dir")
-    p.add_argument("--pairs", nargs="*", default=[], help="DESCRIPTOR__DISTANCE pairs")
-    p.add_argument("--timings", nargs="*", default=[], help="Snakemake benchmark: files")
-    p.add_argument("--timings-dir", help="this run's Snakemake benchmark: files under DIR")
-    p.add_argument("--images", help="the catalog (images.parquet), for the example sheet")
     p.add_argument("--robustness", action="store_true", help="best F1 against strength (sweeps)")
-    p.add_argument("stats", nargs="*", help="benchmark stats JSON files")
     p.set_defaults(func=cmd_summarize)
     return top
 

@@ -61,7 +61,9 @@ def test_load_first_bases_reads_the_rows_of_the_full_stores(tmp_path):
             100 if variant != "original" else 0
         )
         stores[variant] = tmp_path / f"{variant}.zarr"
-        store.write_store(stores[variant], full[variant], {"descriptor": "x", "kind": "float"})
+        store.write_store(
+            stores[variant], full[variant], {"descriptor": "x", "kind": "float", "dim": 3}
+        )
     subset, matrices, attrs = screening.load_first_bases(table, stores, 3)
     assert attrs["descriptor"] == "x"
     np.testing.assert_array_equal(matrices["original"], full["original"][:4])
@@ -69,6 +71,41 @@ def test_load_first_bases_reads_the_rows_of_the_full_stores(tmp_path):
     # scattered rows are read too
     matrix, _ = screening.read_rows(stores["blur"], np.array([0, 2, 3]))
     np.testing.assert_array_equal(matrix, full["blur"][[0, 2, 3]])
+
+
+def test_load_first_bases_checks_every_store(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "ROW_CHUNK", 2)  # blur: chunks c/0/0 (rows 0-1), c/1/0 (2-3)
+    table = catalog.assemble(lists())
+    stores = {v: tmp_path / f"{v}.zarr" for v in ("original", "blur", "rotate")}
+
+    def write(variant, rows=None, descriptor="h"):
+        count = rows or (5 if variant == "original" else 4)
+        codes = np.arange(count * 2, dtype=np.uint8).reshape(count, 2)
+        shutil.rmtree(stores[variant], ignore_errors=True)
+        attrs = {"descriptor": descriptor, "kind": "binary", "dim": 16, "variant": variant}
+        store.write_store(stores[variant], codes, attrs)
+
+    for variant in stores:
+        write(variant)
+    screening.load_first_bases(table, stores, 2, check_variant=True)
+    # the blur rows of 2 bases live in chunk 0: a lost chunk 1 is not read ...
+    (stores["blur"] / "c" / "1" / "0").unlink()
+    screening.load_first_bases(table, stores, 2)
+    # ... but 3 bases need it
+    with pytest.raises(store.StoreError, match=r"blur\.zarr: chunk c/1/0 is missing"):
+        screening.load_first_bases(table, stores, 3)
+    write("blur", descriptor="dct")  # another descriptor's store in blur's place
+    with pytest.raises(store.StoreError, match=r"blur\.zarr: attribute 'descriptor' is 'dct'"):
+        screening.load_first_bases(table, stores, 2)
+    write("blur", rows=5)  # a store of another image list
+    with pytest.raises(store.StoreError, match=r"blur\.zarr: holds 5 rows, 4 expected"):
+        screening.load_first_bases(table, stores, 2)
+    write("blur")
+    with pytest.raises(store.StoreError, match=r"original\.zarr: attribute 'kind' is 'binary'"):
+        screening.load_first_bases(table, stores, 2, kind="float")
+    shutil.copytree(stores["blur"], stores["rotate"], dirs_exist_ok=True)
+    with pytest.raises(store.StoreError, match=r"rotate\.zarr: attribute 'variant' is 'blur'"):
+        screening.load_first_bases(table, stores, 2, check_variant=True)
 
 
 def test_stage_benchmark_equals_a_benchmark_of_the_smaller_dataset(tmp_path):
@@ -190,6 +227,61 @@ def test_a_stage_that_keeps_nothing_fails_and_says_why(tmp_path):
             + ["--out", str(tmp_path / "stage1.csv"), str(stats)]
         )
     assert not (tmp_path / "stage1.csv").exists()
+
+
+def stage_csv(tmp_path) -> Path:
+    """A stage table as screen_stage writes it: b, a kept; c, d, e not."""
+    table = screening.select(candidates(), top_k=2)
+    for column, value in (("stage", 1), ("bases", 2), ("radius", 0.25), ("queries", 6)):
+        table[column] = value
+    table["precision"], table["recall"], table["seconds"] = table["f1"], 1.0, None
+    path = tmp_path / "stage1.csv"
+    screening.write_stage_table(table[screening.STAGE_COLUMNS], path)
+    return path
+
+
+def test_kept_pairs_reads_what_screen_stage_writes(tmp_path):
+    path = stage_csv(tmp_path)
+    text = path.read_text()
+    assert text.splitlines()[1] == "1,2,b,cosine,0.97,0.25,0.97,1.0,6,,True"
+    assert screening.kept_pairs(path) == [("b", "cosine"), ("a", "hamming")]
+    assert not list(tmp_path.glob("*.partial"))
+    table = screening.read_stage_table(path)
+    assert table["kept"].dtype == bool and table["kept"].tolist() == [1, 1, 0, 0, 0]
+    assert table["seconds"].isna().all() and table["queries"].tolist() == [6] * 5
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # the issue's case: pandas' astype(bool) read "no" as True
+        (lambda t: t.replace(",True\n", ",no\n", 1), r"line 2: kept is 'no', not True or False"),
+        (lambda t: t.replace(",False\n", ",\n", 1), r"line 4: kept is '', not True or False"),
+        (lambda t: t.replace(",False\n", ",false\n"), r"line 4: kept is 'false'"),
+        # a file cut inside its last row, and a row cut short inside the file
+        (lambda t: t[: t.rindex(",")], r"line 6: truncated \(no end of line\)"),
+        (lambda t: t[: t.rindex("\n", 0, -1) + 8] + "\n", r"line 6: 4 fields, 11 expected"),
+        (lambda t: t.replace(",6,,True", ",6,True", 1), r"line 2: 10 fields, 11 expected"),
+        (lambda t: t.replace(",0.25,", ",x,", 1), r"line 2: radius is 'x', not a valid radius"),
+        (lambda t: t.replace("1,2,a", "1,2.5,a", 1), r"line 3: bases is '2.5'"),
+        (lambda t: t.replace("1,2,a,hamming", "1,2,,hamming", 1), r"line 3: descriptor is ''"),
+        (lambda t: t.replace("b,cosine", "a,hamming", 1), r"line 3: .* repeats line 2"),
+        (lambda t: t.replace("kept", "keep", 1), r"line 1: header"),
+        (lambda t: "", r"line 1: header None"),
+    ],
+)
+def test_kept_pairs_fails_on_damage_with_the_line_number(tmp_path, edit, message):
+    path = stage_csv(tmp_path)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(screening.ScreeningError, match=rf"stage1\.csv, {message}"):
+        screening.kept_pairs(path)
+
+
+def test_a_stage_table_that_keeps_nothing_is_damaged(tmp_path):
+    path = stage_csv(tmp_path)
+    path.write_text(path.read_text().replace(",True\n", ",False\n"))
+    with pytest.raises(screening.ScreeningError, match=r"stage1\.csv: .*keeps no pair"):
+        screening.kept_pairs(path)
 
 
 # --------------------------------------------------------------------------------------

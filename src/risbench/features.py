@@ -4,7 +4,7 @@
 with forward hooks on the tapped modules (the forward stops as soon as the
 deepest tap has fired), pools each 4-D map globally (avg and/or max) as soon as
 the hook sees it, optionally L2-normalises, and streams float32 rows into one
-descriptor store per descriptor (``store.StoreWriter``: atomic publish).
+descriptor store per descriptor (``store.MultiStoreWriter``: atomic publish).
 
 Descriptor names: ``{model}_{layer}_{pool}[_norm_l2]`` for conv maps and
 ``{model}_{layer}[_norm_l2]`` for vectors (``flatten``, ``fc1``, ``predictions``),
@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import shutil
 import sys
 from collections import Counter, defaultdict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -396,71 +394,6 @@ def build_model(s: ModelSpec, weights: WeightsRef, prep: Preprocess, rt: Runtime
     return model
 
 
-# ------------------------------------------------------------------------- storing
-
-
-class _Sink:
-    """Buffers rows per descriptor and writes chunk-aligned blocks from a background thread."""
-
-    def __init__(self, paths: dict[str, str], rows: int, attrs: dict[str, dict]):
-        self.paths, self.rows, self.attrs = paths, rows, attrs
-        self.chunk = max(1, min(store.ROW_CHUNK, rows))
-        self.writers: dict[str, store.StoreWriter] = {}
-        self.buffers: dict[str, list[np.ndarray]] = defaultdict(list)
-        self.buffered = 0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="risbench-store")
-        self.futures: deque[Future] = deque()
-
-    def _writer(self, name: str, width: int) -> store.StoreWriter:
-        if name not in self.writers:
-            attrs = {**self.attrs[name], "dim": int(width)}
-            self.writers[name] = store.StoreWriter(
-                self.paths[name], self.rows, int(width), np.float32, attrs
-            )
-        return self.writers[name]
-
-    def write(self, block: dict[str, np.ndarray]) -> None:
-        n = None
-        for name, rows in block.items():
-            self._writer(name, rows.shape[1])
-            self.buffers[name].append(np.asarray(rows, dtype=np.float32))
-            n = len(rows)
-        self.buffered += n or 0
-        if self.buffered >= self.chunk:
-            self._flush(full_chunks_only=True)
-
-    def _flush(self, full_chunks_only: bool) -> None:
-        take = (self.buffered // self.chunk) * self.chunk if full_chunks_only else self.buffered
-        if take == 0:
-            return
-        for name, parts in self.buffers.items():
-            rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            self.buffers[name] = [rows[take:]] if take < len(rows) else []
-            self.futures.append(self.pool.submit(self.writers[name].write, rows[:take]))
-        self.buffered -= take
-        while len(self.futures) > 2 * max(1, len(self.buffers)):
-            self.futures.popleft().result()
-
-    def ensure(self, widths: dict[str, int]) -> None:
-        for name, width in widths.items():
-            self._writer(name, width)
-
-    def close(self) -> None:
-        self._flush(full_chunks_only=False)
-        while self.futures:
-            self.futures.popleft().result()
-        self.pool.shutdown()
-        for writer in self.writers.values():
-            writer.close()
-
-    def abort(self) -> None:
-        for future in self.futures:
-            future.cancel()
-        self.pool.shutdown(wait=True)
-        for writer in self.writers.values():
-            shutil.rmtree(writer.partial, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------- extract
 
 
@@ -565,7 +498,8 @@ def extract(
     Stores are published atomically when complete; on any error none is left behind.
     """
     ex = Extractor(model_key, spec, list(out_paths), device=device)
-    sink = _Sink({d.name: str(out_paths[d.name]) for d in ex.wanted}, len(image_paths), ex.attrs())
+    paths = {d.name: str(out_paths[d.name]) for d in ex.wanted}
+    sink = store.MultiStoreWriter(paths, len(image_paths), ex.attrs())
     cuda = ex.runtime.device.type == "cuda"
     pending: deque = deque()
 

@@ -18,12 +18,16 @@ nothing is recomputed and only those rows are read.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from risbench.results import BenchmarkStats, ResultsError
+from risbench import store
 
 STAGE_COLUMNS = [
     "stage",
@@ -72,29 +76,41 @@ def first_bases(catalog: pd.DataFrame, bases: int) -> tuple[pd.DataFrame, dict]:
     return subset, rows
 
 
-def read_rows(path: str | Path, rows: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Rows ``rows`` (sorted positions) of a descriptor store and its attributes;
-    only the chunks holding them are read."""
-    import zarr
-
-    array = zarr.open_array(str(path), mode="r")
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.size and rows[-1] - rows[0] + 1 == rows.size:  # one run of rows
-        matrix = array[int(rows[0]) : int(rows[-1]) + 1]
-    elif rows.size:
-        matrix = array.get_orthogonal_selection((rows, slice(None)))
-    else:
-        matrix = np.empty((0, *array.shape[1:]), dtype=array.dtype)
-    return np.asarray(matrix), dict(array.attrs)
+def read_rows(path: str | Path, rows: np.ndarray, **expect) -> tuple[np.ndarray, dict]:
+    """Rows ``rows`` (increasing positions) of a descriptor store and its attributes;
+    only the chunks holding them are read, each checked for presence, decoding and
+    digest (:func:`risbench.store.read_rows`; ``expect``: attributes it must have)."""
+    return store.read_rows(path, rows, **expect)
 
 
-def load_first_bases(catalog: pd.DataFrame, stores: dict[str, str], bases: int):
+def load_first_bases(
+    catalog: pd.DataFrame,
+    stores: dict[str, str],
+    bases: int,
+    *,
+    descriptor: str | None = None,
+    kind: str | None = None,
+    dim: int | None = None,
+    check_variant: bool = False,
+):
     """(catalog, matrices, attrs) of the first ``bases`` base groups, reading
-    only their rows of each variant's store (``stores``: variant → path)."""
+    only their rows of each variant's store (``stores``: variant → path).
+
+    Every store must hold as many rows as its variant has in ``catalog`` and
+    agree with the first on descriptor, kind and dim (or with those given);
+    ``check_variant``: each must also record its own variant (hash stores do,
+    CNN stores not yet)."""
     subset, rows = first_bases(catalog, bases)
-    matrices, attrs = {}, {}
-    for variant, path in stores.items():
-        matrices[variant], attrs = read_rows(path, rows[variant])
+    counts = catalog["variant"].value_counts()
+    matrices, attrs = store.read_stores(
+        stores,
+        descriptor=descriptor,
+        kind=kind,
+        dim=dim,
+        rows={variant: int(counts.get(variant, 0)) for variant in stores},
+        positions={variant: rows.get(variant, np.empty(0, np.int64)) for variant in stores},
+        check_variant=check_variant,
+    )
     return subset, matrices, attrs
 
 
@@ -106,23 +122,20 @@ def stage_table(stats_paths, stage: int, bases: int) -> pd.DataFrame:
     """One row per benchmarked pair (from the benchmark stats JSON files), best first."""
     rows = []
     for path in stats_paths:
-        try:
-            stats = BenchmarkStats.read(path)
-        except ResultsError as error:
-            raise ScreeningError(str(error)) from None
-        best = stats.best
+        stats = json.loads(Path(path).read_text())
+        best = stats["best"]
         rows.append(
             {
                 "stage": stage,
                 "bases": bases,
-                "descriptor": stats.descriptor,
-                "distance": stats.distance,
+                "descriptor": stats["descriptor"],
+                "distance": stats["distance"],
                 "f1": float(best["f1"]),
                 "radius": float(best["radius"]),
                 "precision": float(best["precision"]),
                 "recall": float(best["recall"]),
-                "queries": int(stats.queries),
-                "seconds": stats.seconds,
+                "queries": int(stats.get("queries", 0)),
+                "seconds": stats.get("seconds"),
                 "kept": False,
             }
         )
@@ -150,10 +163,77 @@ def select(table: pd.DataFrame, min_f1: float | None = None, top_k: int | None =
 
 
 def kept_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """The (descriptor, distance) pairs a stage table kept, best first."""
-    table = pd.read_csv(path)
-    table = table[table["kept"].astype(bool)]
-    return list(zip(table["descriptor"], table["distance"], strict=True))
+    """The (descriptor, distance) pairs a stage table kept, best first (the file's
+    order); a table that keeps none is damaged (:func:`screen_stage` never writes one)."""
+    table = read_stage_table(path)
+    kept = table[table["kept"]]
+    pairs = list(zip(kept["descriptor"], kept["distance"], strict=True))
+    if not pairs:
+        raise ScreeningError(f"{path}: the stage table keeps no pair")
+    return pairs
+
+
+# A stage table is the CSV pandas writes for STAGE_COLUMNS: `kept` is True or False,
+# `seconds` may be empty (stats without timing), every line ends with a newline.
+_TYPES = {"stage": int, "bases": int, "queries": int, "descriptor": str, "distance": str}
+_TYPES.update({name: float for name in ("f1", "radius", "precision", "recall", "seconds")})
+_KEPT = {"True": True, "False": False}
+
+
+def write_stage_table(table: pd.DataFrame, out: str | Path) -> None:
+    """Writes a stage table atomically (a partial file is renamed into place)."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    table[STAGE_COLUMNS].to_csv(partial, index=False)
+    os.replace(partial, out)
+
+
+def _parse_field(path, line: int, name: str, text: str):
+    if name == "kept":
+        if text not in _KEPT:
+            raise ScreeningError(f"{path}, line {line}: kept is {text!r}, not True or False")
+        return _KEPT[text]
+    if name == "seconds" and text == "":
+        return None
+    try:
+        value = _TYPES[name](text)
+    except ValueError:
+        value = None
+    if value is None or value == "" or (isinstance(value, float) and not np.isfinite(value)):
+        raise ScreeningError(f"{path}, line {line}: {name} is {text!r}, not a valid {name}")
+    return value
+
+
+def read_stage_table(path: str | Path) -> pd.DataFrame:
+    """A stage table written by :func:`write_stage_table`, parsed strictly: the exact
+    header, 11 fields a row, typed values, ``kept`` True/False, no repeated pair and
+    a final newline; anything else raises :class:`ScreeningError` with the line number."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScreeningError(f"{path}: cannot read the stage table ({error})") from error
+    lines = text.split("\n")
+    if lines[-1] != "":  # pandas ends every row with a newline: the last one was cut
+        raise ScreeningError(f"{path}, line {len(lines)}: truncated (no end of line)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header != STAGE_COLUMNS:
+        raise ScreeningError(f"{path}, line 1: header {header}, expected {STAGE_COLUMNS}")
+    rows, seen = [], {}
+    for fields in reader:
+        line = reader.line_num
+        if len(fields) != len(STAGE_COLUMNS):
+            raise ScreeningError(
+                f"{path}, line {line}: {len(fields)} fields, {len(STAGE_COLUMNS)} expected"
+            )
+        named = zip(STAGE_COLUMNS, fields, strict=True)
+        row = {name: _parse_field(path, line, name, text) for name, text in named}
+        pair = (row["descriptor"], row["distance"])
+        if pair in seen:
+            raise ScreeningError(f"{path}, line {line}: {pair} repeats line {seen[pair]}")
+        seen[pair] = line
+        rows.append(row)
+    return pd.DataFrame(rows, columns=STAGE_COLUMNS).astype({"kept": bool})
 
 
 def screen_stage(
@@ -177,7 +257,7 @@ def screen_stage(
             f"(min_f1 {min_f1}, top_k {top_k}){reached}: lower screening.stages[{stage - 1}]"
             ".min_f1"
         )
-    table.to_csv(out, index=False)
+    write_stage_table(table, out)
     return table
 
 

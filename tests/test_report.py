@@ -274,10 +274,8 @@ def fabricate_run(root, *, images=True, seed=0):
     for variant in variants[1:]:
         timings.append(_timing(results / "timings" / "modify" / f"{variant}.tsv", rng, 2, 180))
     for variant in variants:
-        for name in FAB_HASHES:
-            timings.append(
-                _timing(results / "timings" / "hash" / name / f"{variant}.tsv", rng, 1, 150)
-            )
+        # one hash job per variant computes every hash
+        timings.append(_timing(results / "timings" / "hash" / f"{variant}.tsv", rng, 8, 150))
         for model in FAB_MODELS:
             timings.append(
                 _timing(results / "timings" / "extract" / model / f"{variant}.tsv", rng, 12, 900)
@@ -479,6 +477,9 @@ def test_parse_timing_path():
         "a_b_norm_l2",
         "cosine",
     )
+    # the hash job of one variant, every hash
+    job = report.parse_timing_path("results/timings/hash/rotate-2.tsv")
+    assert (job["stage"], job["descriptor"], job["variant"]) == ("hash", "", "rotate-2")
     # the benchmark job of one descriptor × distance, every protocol
     job = report.parse_timing_path("results/timings/benchmark/a_b_norm_l2__cosine.tsv")
     assert (job["protocol"], job["descriptor"], job["distance"]) == ("", "a_b_norm_l2", "cosine")
@@ -490,7 +491,7 @@ def test_parse_timing_path():
     "path, message",
     [
         ("results/hash/dct/blur.tsv", "a timing file must lie in a 'timings' folder"),
-        ("results/timings/hash/blur.tsv", r"a hash timing file is timings/hash/\{hash\}/"),
+        ("results/timings/hash/dct/x/blur.tsv", r"a hash timing file is timings/hash/\{variant\}"),
         ("results/timings/dataset/x.tsv", "a dataset timing file is timings/dataset.tsv"),
         ("results/timings/benchmark/dct.tsv", "a benchmark timing file is"),
     ],

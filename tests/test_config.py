@@ -83,3 +83,110 @@ def test_name_check_lists_valid_names(default, edit, message):
     edit(config)
     with pytest.raises(risbench_config.ConfigError, match=message):
         risbench_config.check(config)
+
+
+# ---------------------------------------------------------------- hardening (issue 14)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # a model key reaches a rule name, a log path and a command line
+        (lambda c: c["models"].update({"m$(touch PWNED)": {}}), r"m\$\(touch PWNED\)"),
+        (lambda c: c["models"].update({"my net": {}}), "my net"),
+        (lambda c: c.update(modifications=["blur", "rotate;ls"]), "rotate;ls"),
+        (lambda c: c.update(modifications=["blur x"]), "blur x"),
+        (lambda c: c.update(hashes=["dct", "$(id)"]), r"\$\(id\)"),
+        (lambda c: c.update(sweeps={"rot ate": [1]}), "rot ate"),
+        (lambda c: c["benchmark"].update(tile_mb=float("inf")), "inf"),
+        (lambda c: c["benchmark"].update(beta=1e9), "1000000000"),
+        (lambda c: c.update(cluster={"gpus": "yes"}), "yes"),
+    ],
+)
+def test_schema_rejects_unsafe_names_and_unbounded_numbers(default, edit, message):
+    config = copy.deepcopy(default)
+    edit(config)
+    with pytest.raises(WorkflowError, match=message):
+        validate(config, SCHEMA, set_default=True)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["benchmark"].update(beta=float("nan")), r"benchmark.beta: nan"),
+        (lambda c: c["benchmark"].update(tile_mb=float("inf")), r"benchmark.tile_mb: inf"),
+        (
+            lambda c: c["benchmark"]["radius"].update(hamming={"step": 1e-9, "max": None}),
+            r"benchmark.radius.hamming.step = 1e-09: 50000000[01] radii",
+        ),
+        (
+            lambda c: c["dataset"].update(source="folder", folder="/no/such/folder"),
+            r"dataset.folder: /no/such/folder is not a folder",
+        ),
+        # a layer name is slugged into the descriptor name: nothing unsafe gets through
+        (
+            lambda c: c["models"]["mobilenet_v2"].update(layers=["features;ls"]),
+            r"models.mobilenet_v2",
+        ),
+    ],
+)
+def test_check_refuses_what_the_schema_lets_through(default, edit, message):
+    config = copy.deepcopy(default)
+    edit(config)
+    with pytest.raises(risbench_config.ConfigError, match=message):
+        risbench_config.check(config)
+
+
+def test_more_distractors_than_images_fails_naming_the_keys(default, tmp_path):
+    for name in ("a.jpg", "b.png", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    config = copy.deepcopy(default)
+    config["dataset"].update(source="folder", folder=str(tmp_path), distractors=1)
+    with pytest.raises(risbench_config.ConfigError, match=r"dataset.distractors = 1.* 2 image"):
+        risbench_config.check(config)
+    config["dataset"]["distractors"] = 0
+    risbench_config.check(config)  # 2 images: 2 bases, enough
+
+
+def test_config_files_are_read_strictly(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("hashes: [dct]\nmodels: {}\nhashes: [mh]\n")
+    with pytest.raises(
+        risbench_config.ConfigError, match=r"dup.yaml, line 3: duplicate key 'hashes'"
+    ):
+        risbench_config.load_file(dup)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("dataset:\n  source: demo\n  source: folder\n")
+    with pytest.raises(risbench_config.ConfigError, match="line 3: duplicate key 'source'"):
+        risbench_config.load_file(nested)
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("hashes: !!python/object/apply:os.system ['touch PWNED']\n")
+    with pytest.raises(risbench_config.ConfigError, match="YAML tags .* are not allowed"):
+        risbench_config.load_file(tagged)
+    assert not (tmp_path / "PWNED").exists()
+    good = tmp_path / "good.yaml"
+    good.write_text("hashes: [dct, mh]\ndataset: {source: demo}\n")
+    assert risbench_config.load_file(good) == {
+        "hashes": ["dct", "mh"],
+        "dataset": {"source": "demo"},
+    }
+
+
+def test_parse_time_checks_import_no_torch():
+    """The workflow's checks on the default config run in a fresh interpreter
+    without importing torch (every cluster job parses the workflow again)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml\n"
+        "from snakemake.utils import validate\n"
+        "from risbench import config, placement\n"
+        f"c = yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r}))\n"
+        f"validate(c, {SCHEMA!r}, set_default=True)\n"
+        "config.check(c); placement.check_devices(c); config.descriptors(c)\n"
+        "print(sorted(m for m in ('torch', 'timm', 'zarr', 'torchvision') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

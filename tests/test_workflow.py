@@ -1,97 +1,25 @@
-"""The Snakemake workflow: lint, a tiny end-to-end run, and incremental reruns (dry runs).
+"""The Snakemake workflow: lint, a tiny end-to-end run, incremental reruns after
+config and code edits (dry runs), and the cost of parsing it.
 
 The workflow is copied into a temporary folder (its ``src`` is a link to the
-package, so the declared code inputs are the real modules) and run on five
-golden photos with two modifications, two hashes and a small MobileNetV2 tap.
+package, so the declared code inputs are the real modules, or a copy where a
+test edits the code) and run on five golden photos (`.test/config/config.yaml`).
 """
 
-import re
-import shutil
+import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from workflow_copy import ROOT, TINY, copy_workflow, job_counts, scheduled, snakemake, write_config
 
 from risbench import store
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = sorted((ROOT / "tests" / "data" / "golden" / "images").glob("*.png"))[:5]
-
-TINY = {
-    "dataset": {"source": "folder", "folder": "photos", "distractors": 1},
-    "modifications": ["blur", "rotate"],
-    "hashes": ["dhash", "dct"],
-    "models": {
-        "mobilenet_v2": {
-            "source": "torchvision",
-            "arch": "mobilenet_v2",
-            "weights": "offline",
-            "layers": ["features"],
-            "pooling": ["avg"],
-            "normalize": ["none", "l2"],
-            "input_size": 96,
-        }
-    },
-    "distances": {"float": ["cosine"]},
-    "extract": {"device": "cpu", "batch_size": 8, "workers": 0},
-    "benchmark": {"protocols": ["all", "single", "distractors"], "device": "cpu"},
-}
-
-
-def snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def scheduled(workdir: Path) -> Counter:
-    """Jobs a dry run would run, counted per rule (Snakemake's job stats table)."""
-    out = snakemake(workdir, "--dry-run").stdout
-    if "Nothing to be done" in out:
-        return Counter()
-    table = out.split("Job stats:")[1].split("\n\n")[0]
-    counts = Counter()
-    for line in table.splitlines():
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match[1] != "total":
-            counts[match[1]] = int(match[2])
-    return counts
-
-
-def copy_workflow(workdir: Path) -> None:
-    """The workflow files in a fresh folder; its src is a link to the package."""
-    shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copy(ROOT / "environment.yml", workdir)  # rules name it as their conda env
-    shutil.copytree(ROOT / "workflow", workdir / "workflow")
-    (workdir / "config").mkdir()
-    (workdir / "src").symlink_to(ROOT / "src")
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A finished tiny run in a copy of the workflow."""
-    workdir = tmp_path_factory.mktemp("run")
-    copy_workflow(workdir)
-    (workdir / "photos").mkdir()
-    for photo in PHOTOS:
-        shutil.copy(photo, workdir / "photos")
-    write_config(workdir, TINY)
-    snakemake(workdir)
-    return workdir
+FROZEN = ROOT / "tests" / "data" / "frozen"
 
 
 def test_lint_is_clean():
@@ -103,8 +31,8 @@ def test_lint_is_clean():
 
 
 @pytest.mark.slow
-def test_tiny_run_outputs(workdir):
-    results = workdir / "results"
+def test_tiny_run_outputs(tiny_run):
+    results = tiny_run / "results"
     catalog = pd.read_parquet(results / "dataset" / "images.parquet")
     assert list(catalog.columns) == ["row", "image_id", "variant", "group", "role", "path"]
     assert catalog["row"].tolist() == list(range(len(catalog)))
@@ -116,73 +44,164 @@ def test_tiny_run_outputs(workdir):
         results / "descriptors" / "mobilenet_v2_features_avg_norm_l2" / "original.zarr"
     )
     assert matrix.shape == (5, 1280) and attrs["kind"] == "float"
-    table3 = pd.read_csv(results / "tables" / "table3_all.csv")
-    assert len(table3) == 2 + 2  # two hashes (hamming) + two MobileNetV2 taps (cosine)
-    assert table3["f1"].between(0, 1).all()
     table4 = pd.read_csv(results / "tables" / "table4_single.csv")
     assert {"Base", "Blur", "Rotate"} <= set(table4.columns)
     # querying the indexed originals with themselves finds exactly themselves at radius 0
     sweep = pd.read_parquet(results / "benchmark" / "single-original" / "dct__hamming.parquet")
     assert sweep.loc[sweep.radius == 0, "recall"].item() == 1.0
     assert (results / "figures" / "prf_radius.png").stat().st_size > 10_000
-    for log in ("dataset.log", "summarize.log", "modify/rotate.log", "hash/dct/blur.log"):
-        assert (workdir / "logs" / log).exists()
+    logs = ("summarize.log", "modify/rotate.log", "hash/blur.log", "benchmark/dct__hamming.log")
+    for log in logs:
+        assert (tiny_run / "logs" / log).exists()
 
 
 @pytest.mark.slow
-def test_nothing_changed_schedules_nothing(workdir):
-    assert scheduled(workdir) == Counter()
+def test_tables_equal_those_of_the_per_protocol_jobs(tiny_run):
+    """Regrouping the jobs changed no number: Table 3 has the bytes that main made
+    with one job per protocol (tests/data/frozen/README.md)."""
+    made = (tiny_run / "results" / "tables" / "table3_all.csv").read_bytes()
+    assert made == (FROZEN / "table3_all.csv").read_bytes()
 
 
 @pytest.mark.slow
-def test_adding_a_hash_schedules_only_its_jobs(workdir):
-    write_config(workdir, {**TINY, "hashes": ["dhash", "dct", "ahash"]})
-    try:
-        jobs = scheduled(workdir)
-    finally:
-        write_config(workdir, TINY)
-    # 3 variants hashed; tables: all, distractors, single x 3 variants
-    assert jobs == Counter({"hash": 3, "benchmark": 5, "summarize": 1, "default": 1})
-
-
-@pytest.mark.slow
-def test_changing_a_radius_grid_reruns_that_distance_only(workdir):
-    benchmark = {**TINY["benchmark"], "radius": {"cosine": {"step": 0.01}}}
-    write_config(workdir, {**TINY, "benchmark": benchmark})
-    try:
-        jobs = scheduled(workdir)
-    finally:
-        write_config(workdir, TINY)
-    # the two cosine descriptors x 5 tables; no hash or extraction job
-    assert jobs == Counter({"benchmark": 10, "summarize": 1, "default": 1})
-
-
-@pytest.mark.slow
-def test_adding_a_modification_computes_only_its_images(workdir):
-    write_config(workdir, {**TINY, "modifications": ["blur", "rotate", "crop"]})
-    try:
-        jobs = scheduled(workdir)
-    finally:
-        write_config(workdir, TINY)
-    # crop images; their hashes (2) and features (1 job); catalog; benchmarks:
-    # all + distractors for 4 descriptors x 1 distance, and single-crop for each
-    assert jobs == Counter(
+def test_job_grain(tiny_run):
+    """One job per variant for the hashes, per descriptor and distance for the
+    benchmarks (every protocol in it), per model and variant for the features."""
+    log = sorted((tiny_run / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    assert job_counts(log) == Counter(
         {
-            "modify": 1,
-            "hash": 2,
-            "extract_mobilenet_v2": 1,
+            "dataset": 1,
+            "modify": 2,
+            "hash": 3,
+            "extract_mobilenet_v2": 3,
             "catalog": 1,
-            "benchmark": 4 * 3,
+            "benchmark": 4,
             "summarize": 1,
             "default": 1,
         }
     )
 
 
-def test_unknown_modification_fails_before_any_job(tmp_path):
-    copy_workflow(tmp_path)
-    write_config(tmp_path, {**TINY, "modifications": ["blur", "sepia"]})
-    done = snakemake(tmp_path, "--dry-run", check=False)
-    assert done.returncode != 0
-    assert "modifications[1] = 'sepia'" in done.stdout + done.stderr
-    assert not (tmp_path / "results").exists()
+@pytest.mark.slow
+def test_nothing_changed_schedules_nothing(tiny_run):
+    assert scheduled(tiny_run) == Counter()
+
+
+def _scheduled_with(workdir: Path, config: dict) -> Counter:
+    write_config(workdir, config)
+    try:
+        return scheduled(workdir)
+    finally:
+        write_config(workdir, TINY)
+
+
+@pytest.mark.slow
+def test_adding_a_hash_schedules_only_the_hash_side(tiny_run):
+    jobs = _scheduled_with(tiny_run, {**TINY, "hashes": ["dhash", "dct", "ahash"]})
+    # every variant's hash job (each computes all hashes from one decode), and
+    # the hash benchmarks; nothing of the CNN features
+    assert jobs == Counter({"hash": 3, "benchmark": 3, "summarize": 1, "default": 1})
+
+
+@pytest.mark.slow
+def test_changing_a_radius_grid_reruns_that_distance_only(tiny_run):
+    benchmark = {**TINY["benchmark"], "radius": {"cosine": {"step": 0.01}}}
+    jobs = _scheduled_with(tiny_run, {**TINY, "benchmark": benchmark})
+    # the two cosine descriptors; no hash or extraction job
+    assert jobs == Counter({"benchmark": 2, "summarize": 1, "default": 1})
+
+
+@pytest.mark.slow
+def test_adding_a_modification_computes_only_its_images(tiny_run):
+    jobs = _scheduled_with(tiny_run, {**TINY, "modifications": ["blur", "rotate", "crop"]})
+    # crop images, their hashes and features; every benchmark (protocol all changes)
+    assert jobs == Counter(
+        {
+            "modify": 1,
+            "hash": 1,
+            "extract_mobilenet_v2": 1,
+            "catalog": 1,
+            "benchmark": 4,
+            "summarize": 1,
+            "default": 1,
+        }
+    )
+
+
+# ------------------------------------------------------------------------- code edits
+
+
+@pytest.fixture(scope="module")
+def code_run(tmp_path_factory):
+    """A finished hashes-only run over a copy of the package, for editing its code."""
+    config = {**TINY, "modifications": ["blur"], "distances": {"float": ["cosine"]}}
+    config["benchmark"] = {**TINY["benchmark"], "protocols": ["all"]}
+    config["hashes"] = ["dhash", "rv"]
+    workdir = copy_workflow(tmp_path_factory.mktemp("code"), config, src="copy")
+    snakemake(workdir)
+    return workdir
+
+
+def _scheduled_after_touching(workdir: Path, module: str) -> Counter:
+    path = workdir / "src" / "risbench" / f"{module}.py"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, time.time_ns() + 10**9))  # as an edit would
+    try:
+        return scheduled(workdir)
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_editing_models_reruns_the_features_and_what_follows(code_run):
+    jobs = _scheduled_after_touching(code_run, "models")
+    assert jobs == Counter(
+        {"extract_mobilenet_v2": 2, "benchmark": 2, "summarize": 1, "default": 1}
+    )
+
+
+@pytest.mark.slow
+def test_editing_phash_reruns_the_hashes_and_what_follows(code_run):
+    jobs = _scheduled_after_touching(code_run, "phash")
+    # both variants' hash jobs; then the hash benchmarks (dhash, rv)
+    assert jobs == Counter({"hash": 2, "benchmark": 2, "summarize": 1, "default": 1})
+
+
+@pytest.mark.slow
+def test_editing_the_report_reruns_the_summary_only(code_run):
+    assert _scheduled_after_touching(code_run, "report") == Counter({"summarize": 1, "default": 1})
+
+
+@pytest.mark.slow
+def test_editing_the_command_line_reruns_nothing(code_run):
+    assert _scheduled_after_touching(code_run, "cli") == Counter()
+
+
+# ------------------------------------------------------------------------------ parse
+
+
+def test_parse_is_light(tmp_path):
+    """Parsing the default config imports no torch, timm or zarr and
+    stays under 300 MB (every cluster job parses the workflow again)."""
+    workdir = copy_workflow(tmp_path, {})
+    (workdir / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    # a wrapper process whose only child is Snakemake: its children's peak RSS is Snakemake's
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'snakemake',"
+        " '--dry-run', '--cores', '2'], capture_output=True, text=True)\n"
+        "sys.stderr.write(done.stdout + done.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(done.returncode)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper], cwd=workdir, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    # (pandas is not in the list: Snakemake itself imports it when the SLURM
+    # executor plugin is installed, as the test extra installs it)
+    for heavy in ("torch", "timm", "zarr", "torchvision"):
+        assert heavy not in imported, f"parsing imports {heavy}"
+    peak_mb = int(done.stdout.split()[-1]) / 1024
+    assert peak_mb < 300, f"parsing peaks at {peak_mb:.0f} MB"

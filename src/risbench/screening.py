@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from risbench import store
+from risbench.results import BenchmarkStats, ResultsError
 
 STAGE_COLUMNS = [
     "stage",
@@ -122,20 +122,23 @@ def stage_table(stats_paths, stage: int, bases: int) -> pd.DataFrame:
     """One row per benchmarked pair (from the benchmark stats JSON files), best first."""
     rows = []
     for path in stats_paths:
-        stats = json.loads(Path(path).read_text())
-        best = stats["best"]
+        try:
+            stats = BenchmarkStats.read(path)
+        except ResultsError as error:
+            raise ScreeningError(str(error)) from None
+        best = stats.best
         rows.append(
             {
                 "stage": stage,
                 "bases": bases,
-                "descriptor": stats["descriptor"],
-                "distance": stats["distance"],
+                "descriptor": stats.descriptor,
+                "distance": stats.distance,
                 "f1": float(best["f1"]),
                 "radius": float(best["radius"]),
                 "precision": float(best["precision"]),
                 "recall": float(best["recall"]),
-                "queries": int(stats.get("queries", 0)),
-                "seconds": stats.get("seconds"),
+                "queries": int(stats.queries),
+                "seconds": stats.seconds,
                 "kept": False,
             }
         )

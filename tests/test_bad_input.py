@@ -9,6 +9,7 @@ default modification on the result (a 1x1 image included).
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from risbench import dataset
+from risbench import dataset, files
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -152,8 +153,13 @@ SKIPPED = {
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # the timeout turns a run blocked on a file (a FIFO opened for reading) into a failure
     return subprocess.run(
-        [sys.executable, "-m", "risbench.cli", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "risbench.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
 
 
@@ -210,7 +216,7 @@ def test_every_odd_file_works(zoo_run):
     for name, image_id in works.items():
         row = manifest.loc[image_id]
         assert Path(row.source_path) == tmp / "zoo" / name
-        assert row.sha256 == dataset.file_sha256(tmp / "zoo" / name)
+        assert row.sha256 == files.sha256_file(tmp / "zoo" / name)
         written = Image.open(row.path)
         assert written.mode == "RGB" and written.size == (row.width, row.height)
     assert manifest.loc["cmyk", "source_mode"] == "CMYK"
@@ -322,5 +328,155 @@ def test_a_run_with_only_bad_files_fails_clearly_but_writes_its_reports(tmp_path
         str(tmp_path / "duplicates.csv"),
     )
     assert done.returncode != 0
-    assert "0 base images; a benchmark needs 2 or more" in done.stderr
+    assert "0 usable images of 2 files (2 skipped, 0 exact duplicates" in done.stderr
+    assert "a benchmark needs 2 or more base images" in done.stderr
     assert len(pd.read_csv(tmp_path / "skipped.csv")) == 2
+
+
+def run_dataset(folder: Path, out: Path, *extra: str, **spec) -> subprocess.CompletedProcess:
+    """`risbench dataset` on ``folder`` (a folder spec), its outputs and reports under ``out``."""
+    spec = {**DATASET_DEFAULTS, "source": "folder", "folder": str(folder), **spec}
+    return run_cli(
+        "dataset",
+        "--spec",
+        json.dumps(spec),
+        "--images-dir",
+        str(out / "images" / "original"),
+        "--manifest",
+        str(out / "manifest.parquet"),
+        "--list",
+        str(out / "original.parquet"),
+        "--skipped",
+        str(out / "skipped.csv"),
+        "--duplicates",
+        str(out / "duplicates.csv"),
+        "--near-duplicates",
+        str(out / "near_duplicates.csv"),
+        *extra,
+    )
+
+
+def distinct_photos(folder: Path, names: list[str]) -> None:
+    """Random 16x12 PNGs (whatever the suffix says), no two alike."""
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name, "PNG")
+
+
+def test_a_name_that_is_not_utf8_is_kept_with_an_escaped_id(tmp_path):
+    folder = tmp_path / "src"
+    distinct_photos(folder, ["a.png", "b.png"])
+    photo = folder / os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
+    Image.fromarray(np.full((5, 7, 3), 9, np.uint8)).save(photo, "PNG")
+    broken = folder / os.fsdecode(b"bad\xff.jpg")
+    broken.write_bytes(b"not an image")
+    done = run_dataset(folder, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("image_id")
+    # the undecodable byte is written as \xe9 in the paths, and \ as _ in the id
+    assert sorted(manifest.index) == ["a", "b", "caf_xe9"]
+    assert manifest.loc["caf_xe9", "source_path"] == str(folder) + "/caf\\xe9.png"
+    written = np.asarray(Image.open(manifest.loc["caf_xe9", "path"]))
+    assert written.shape == (5, 7, 3) and (written == 9).all()
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert skipped.path.tolist() == [str(folder) + "/bad\\xff.jpg"]
+    assert "not an image" in skipped.reason[0]
+
+
+def test_ids_stay_inside_their_folder_and_are_unique_ignoring_case(tmp_path):
+    folder = tmp_path / "src"
+    distinct_photos(folder, ["..jpg", "A.jpg", "a.jpg", "-x.png", "b.PNG"])
+    out = tmp_path / "out"
+    done = run_dataset(folder, out)
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    by_name = dict(
+        zip(manifest.source_path.map(lambda p: Path(p).name), manifest.image_id, strict=True)
+    )
+    # leading dots and dashes become _, and the later of two ids equal but for case
+    # (name order: "A" < "a") gets its suffix
+    assert by_name == {"..jpg": "_", "A.jpg": "A", "a.jpg": "a_jpg", "-x.png": "_x", "b.PNG": "b"}
+    assert sorted(p.name for p in (out / "images" / "original").iterdir()) == sorted(
+        f"{i}.png" for i in by_name.values()
+    )
+    done = run_cli(
+        "modify",
+        "--variant",
+        "blur",
+        "--originals",
+        str(out / "original.parquet"),
+        "--images-dir",
+        str(out / "images" / "blur"),
+        "--list",
+        str(out / "blur.parquet"),
+    )
+    assert done.returncode == 0, done.stderr
+    blurred = pd.read_parquet(out / "blur.parquet")
+    assert all(Path(p).parent == out / "images" / "blur" for p in blurred.path)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["blur", "original"]
+
+
+def test_every_file_is_used_or_listed_with_its_reason(tmp_path):
+    folder = tmp_path / "src"
+    distinct_photos(folder, ["a.png", "b.png", "sub/c.png"])
+    (folder / "linked.png").symlink_to(folder / "a.png")  # a link to an image: used
+    (folder / "broken.jpg").symlink_to(folder / "nowhere.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    os.mkfifo(folder / "fifo.jpg")  # opening it for reading would block the run
+    (folder / "folder_link").symlink_to(folder / "sub")
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(folder / "photo.avif")
+    (folder / "notes.txt").write_text("x")
+    (folder / "README").write_text("x")
+    out = tmp_path / "out"
+    done = run_dataset(folder, out)
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert sorted(manifest.image_id) == ["a", "b", "sub__c"]
+    duplicates = pd.read_csv(out / "duplicates.csv")  # the link's pixels are a.png's
+    assert duplicates.values.tolist() == [[str(folder / "linked.png"), str(folder / "a.png")]]
+    skipped = pd.read_csv(out / "skipped.csv")
+    reasons = dict(zip(skipped.path.map(lambda p: Path(p).name), skipped.reason, strict=True))
+    assert set(reasons) == {
+        "broken.jpg",
+        "loop.jpg",
+        "fifo.jpg",
+        "folder_link",
+        "photo.avif",
+        "notes.txt",
+        "README",
+    }
+    assert "broken symbolic link" in reasons["broken.jpg"]
+    assert "symbolic link loop" in reasons["loop.jpg"]
+    assert "not a regular file (FIFO)" in reasons["fifo.jpg"]
+    assert "link to a folder" in reasons["folder_link"]
+    assert "'.avif' is not in dataset.extensions" in reasons["photo.avif"]
+    assert "Pillow reads .avif" in reasons["photo.avif"]
+    assert "'.txt' is not in dataset.extensions" in reasons["notes.txt"]
+    assert "no suffix" in reasons["README"]
+    for name in reasons:
+        assert f"skipped {folder / name}" in done.stderr  # the log lists them too
+    flat = run_dataset(folder, tmp_path / "flat", recursive=False)
+    assert flat.returncode == 0, flat.stderr
+    flat_reasons = pd.read_csv(tmp_path / "flat" / "skipped.csv").set_index("path").reason
+    assert "a folder, not searched" in flat_reasons[str(folder / "sub")]
+
+
+def test_the_reports_of_a_failed_run_are_kept_in_the_log_folder(tmp_path):
+    folder = tmp_path / "src"
+    distinct_photos(folder, ["only.png"])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("x")
+    reports = tmp_path / "logs" / "dataset"
+    done = run_dataset(folder, tmp_path / "out", "--reports-dir", str(reports))
+    assert done.returncode != 0
+    message = done.stderr.strip().splitlines()[-1]
+    assert "1 usable image of 3 files" in message and "2 or more" in message
+    assert str(reports) in message  # it says where to look
+    # Snakemake deletes the outputs of a failed job, never its logs: the copies there stay
+    skipped = pd.read_csv(reports / "skipped.csv")
+    assert sorted(Path(p).name for p in skipped.path) == ["empty.jpg", "notes.txt"]
+    assert pd.read_csv(reports / "duplicates.csv").empty
+    assert pd.read_csv(reports / "near_duplicates.csv").empty
+    assert not (tmp_path / "out" / "manifest.parquet").exists()

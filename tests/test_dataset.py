@@ -5,16 +5,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from risbench import dataset
+from risbench import dataset, files
+from risbench.sources import demo_sources, find_folder
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "images"
 
 
 def test_demo_set_has_twenty_distinct_real_photos(tmp_path):
-    sources = dataset.demo_sources()
+    sources = demo_sources()
     assert len(sources) >= 20
     ids = [s.image_id for s in sources]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -30,7 +32,7 @@ def test_demo_set_has_twenty_distinct_real_photos(tmp_path):
     assert distance > 3 * dataset.DEFAULT_NEAR_DUPLICATE_DISTANCE, (first, second, distance)
     # the manifest records every source's checksum, size and mode
     row = manifest.set_index("image_id").loc["skimage_camera"]
-    assert row.sha256 == dataset.file_sha256(row.source_path)
+    assert row.sha256 == files.sha256_file(row.source_path)
     assert row.file_size == Path(row.source_path).stat().st_size
     assert (row.width, row.height, row.source_mode) == (512, 512, "L")
     assert len(row.phash) == 16
@@ -43,13 +45,13 @@ def test_folder_sources_recursive_with_odd_names(tmp_path):
         Image.new("RGB", (4, 4), (10, 20, 30)).save(target) if name[
             -3:
         ] != "txt" else target.write_text("x")
-    sources = dataset.folder_sources(tmp_path)
+    sources = find_folder(tmp_path).sources
     ids = [s.image_id for s in sources]
     assert ids == sorted(ids)
     assert len(ids) == 4 and "notes" not in ids
     assert "sub_dir__été_1" in ids  # letters of any script kept, spaces replaced
     assert len(set(ids)) == 4  # a.png and a.jpg get different ids
-    flat = dataset.folder_sources(tmp_path, recursive=False)
+    flat = find_folder(tmp_path, recursive=False).sources
     assert len(flat) == 3
 
 
@@ -126,7 +128,7 @@ def test_truncated_and_huge_images_are_skipped_by_build(tmp_path):
     shutil.copy(photo, source_dir / "big.png")
     shutil.copy(GOLDEN / "skimage_coffee.png", source_dir / "coffee.png")
     shutil.copy(GOLDEN / "sklearn_china.png", source_dir / "china.png")
-    sources = dataset.folder_sources(source_dir)
+    sources = find_folder(source_dir).sources
     # A limit that only the smallest complete image meets: the others are "huge".
     sizes = [Image.open(s.path).size for s in sources if s.image_id != "cut"]
     limit = min(w * h for w, h in sizes)
@@ -145,7 +147,7 @@ def test_exact_duplicates_dropped_even_across_formats(tmp_path):
     photo.save(source_dir / "a.png")
     photo.save(source_dir / "b.bmp")  # same pixels, other file
     Image.open(GOLDEN / "skimage_chelsea.png").save(source_dir / "c.png")
-    built = dataset.build(dataset.folder_sources(source_dir), tmp_path / "out", progress=False)
+    built = dataset.build(find_folder(source_dir).sources, tmp_path / "out", progress=False)
     assert built.manifest.image_id.tolist() == ["a", "c"]
     duplicates = built.duplicates
     assert len(duplicates) == 1 and duplicates.path.iloc[0].endswith("b.bmp")
@@ -184,7 +186,7 @@ def _near_duplicate_folder(folder: Path) -> Path:
 
 
 def test_near_duplicates_reported_and_dropped_on_request(tmp_path):
-    sources = dataset.folder_sources(_near_duplicate_folder(tmp_path / "src"))
+    sources = find_folder(_near_duplicate_folder(tmp_path / "src")).sources
     built = dataset.build(sources, tmp_path / "kept", progress=False)
     near = built.near_duplicates
     named = {
@@ -240,7 +242,7 @@ def test_sampled_bases_are_seeded_and_distractors_stay_first():
 
 
 def test_build_samples_bases_and_writes_only_the_chosen(tmp_path):
-    sources = dataset.folder_sources(GOLDEN)
+    sources = find_folder(GOLDEN).sources
     built = dataset.build(
         sources, tmp_path, bases=4, distractors=2, sample=True, seed=1, progress=False
     )
@@ -248,3 +250,41 @@ def test_build_samples_bases_and_writes_only_the_chosen(tmp_path):
     assert roles[roles == "distractor"].index.tolist() == [s.image_id for s in sources[:2]]
     assert (roles == "base").sum() == 4
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(roles.index)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"source": "folder"}, "dataset.folder: required"),
+        ({"source": "folder", "folder": "/no/such/folder"}, "/no/such/folder does not exist"),
+        ({"source": "flickr"}, "dataset.source: 'flickr' is not one of"),
+    ],
+)
+def test_find_sources_names_the_bad_key(spec, message):
+    with pytest.raises(dataset.DatasetError, match=message):
+        dataset.find_sources(spec)
+
+
+def test_run_stage_writes_the_manifest_list_and_reports(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for name in ("skimage_coffee.png", "skimage_chelsea.png", "sklearn_china.png"):
+        shutil.copy(GOLDEN / name, folder / name)
+    (folder / "notes.txt").write_text("x")
+    out = tmp_path / "out"
+    reports = {name: out / f"{name}.csv" for name in dataset.REPORTS}
+    built = dataset.run_stage(
+        {"source": "folder", "folder": str(folder), "distractors": 1},
+        images_dir=out / "original",
+        manifest=out / "manifest.parquet",
+        image_list=out / "original.parquet",
+        reports=reports,
+        reports_dir=tmp_path / "logs",
+    )
+    assert (built.files, built.usable) == (4, 3)
+    listed = pd.read_parquet(out / "original.parquet")
+    assert listed.image_id.tolist() == ["skimage_chelsea", "skimage_coffee", "sklearn_china"]
+    assert listed.role.tolist() == ["distractor", "base", "base"]
+    for name in dataset.REPORTS:  # the same table in both places
+        assert (out / f"{name}.csv").read_text() == (tmp_path / "logs" / f"{name}.csv").read_text()
+    assert pd.read_csv(out / "skipped.csv").path.tolist() == [str(folder / "notes.txt")]

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from risbench import dataset, download
+from risbench import download, sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,8 +129,14 @@ def test_download_verifies_and_unpacks_the_official_layout(served, tmp_path):
     unpacked = download.unpack(archive, tmp_path / "download" / "mirflickr25k")
     assert (unpacked / "mirflickr" / "im5.jpg").is_file()
     assert not (tmp_path / "download" / "mirflickr25k.unpacking").exists()
-    sources = dataset.mirflickr_sources(unpacked)
-    assert [s.image_id for s in sources] == ["im1", "im2", "im3", "im4", "im5"]  # no meta/ text
+    found = sources.find_mirflickr(unpacked)
+    assert [s.image_id for s in found.sources] == [
+        "im1",
+        "im2",
+        "im3",
+        "im4",
+        "im5",
+    ]  # no meta/ text
     # A finished archive is reused (verified again), not downloaded again.
     before = len(server.state.requests)
     assert download.fetch(url, archive, sha256=digest, progress=False) == digest
@@ -274,7 +281,13 @@ def test_cli_download_then_dataset_from_mirflickr(served, tmp_path):
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert manifest.image_id.tolist() == ["im1", "im2", "im3", "im4", "im5"]
     assert manifest.role.tolist() == ["distractor"] + ["base"] * 4
-    assert pd.read_csv(out / "skipped.csv").empty
+    # the archive's other files are not images, and are listed as such
+    skipped = pd.read_csv(out / "skipped.csv")
+    reasons = dict(zip(skipped.path, skipped.reason, strict=True))
+    top = unpacked / "mirflickr"
+    assert set(reasons) == {str(top / "README.txt"), str(top / "license.txt"), str(top / "meta")}
+    assert "'.txt' is not in dataset.extensions" in reasons[str(top / "license.txt")]
+    assert reasons[str(top / "meta")].startswith("a folder, not searched")
 
 
 def test_workflow_downloads_then_reads_mirflickr(served, tmp_path):
@@ -309,6 +322,9 @@ def test_workflow_downloads_then_reads_mirflickr(served, tmp_path):
     assert len(manifest) == 5
     assert (workdir / "results" / "download" / "mirflickr25k.zip").is_file()
     assert "sha256 verified" in (workdir / "logs" / "download_mirflickr.log").read_text()
+    # the reports' copies in the log folder (kept if the job fails) list the text files
+    kept = pd.read_csv(workdir / "logs" / "dataset" / "skipped.csv")
+    assert sorted(Path(p).name for p in kept.path) == ["README.txt", "license.txt", "meta"]
 
 
 def test_an_archive_put_there_by_hand_is_used_without_network(tmp_path, archive_bytes):
@@ -318,3 +334,48 @@ def test_an_archive_put_there_by_hand_is_used_without_network(tmp_path, archive_
     unreachable = "http://127.0.0.1:9/mirflickr25k.zip"  # discard port: nothing listens
     assert download.fetch(unreachable, archive, progress=False) == digest
     assert download.fetch(unreachable, archive, sha256=digest, progress=False) == digest
+
+
+def zeros_zip(path: Path, megabytes: int) -> Path:
+    """A zip of one file of zeros: about a thousand times smaller than what it unpacks to."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mirflickr/im1.jpg", bytes(megabytes << 20))
+    return path
+
+
+def test_unpack_refuses_an_archive_that_declares_too_much(tmp_path):
+    archive = zeros_zip(tmp_path / "mirflickr25k.zip", 8)
+    assert archive.stat().st_size * 50 < 8 << 20  # over the default bound of 50 x its size
+    with pytest.raises(download.DownloadError) as raised:
+        download.unpack(archive, tmp_path / "out")
+    message = str(raised.value)
+    assert "8.4 MB" in message and "50 x" in message and "dataset.max_unpacked_gb" in message
+    assert f"rm {archive}" in message  # how to delete the cached archive
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.unpacking").exists()
+    # an explicit bound replaces the default: 0.008 GB is under the 8.4 MB, 0.009 GB is over
+    with pytest.raises(download.DownloadError, match="dataset.max_unpacked_gb = 0.008"):
+        download.unpack(archive, tmp_path / "out", max_unpacked_gb=0.008)
+    unpacked = download.unpack(archive, tmp_path / "out", max_unpacked_gb=0.009)
+    assert (unpacked / "mirflickr" / "im1.jpg").stat().st_size == 8 << 20
+
+
+def test_unpack_refuses_symbolic_links_in_the_archive(tmp_path):
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("mirflickr/im1.jpg", b"x")
+        link = zipfile.ZipInfo("mirflickr/im2.jpg")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16  # how zip -y stores a link
+        zipped.writestr(link, "/etc/passwd")
+    with pytest.raises(download.DownloadError) as raised:
+        download.unpack(archive, tmp_path / "out")
+    assert "mirflickr/im2.jpg is a symbolic link" in str(raised.value)
+    assert f"rm {archive}" in str(raised.value)
+    assert not (tmp_path / "out").exists()
+    # the command line says the same, and the bound can be set there
+    done = subprocess.run(
+        [sys.executable, "-m", "risbench.cli", "download", "--archive", str(archive)]
+        + ["--unpack-to", str(tmp_path / "out"), "--max-unpacked-gb", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "is a symbolic link" in done.stderr

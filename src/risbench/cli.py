@@ -28,94 +28,44 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 
 def cmd_dataset(args) -> None:
-    from risbench import catalog, dataset
+    from risbench import dataset
 
-    spec = json.loads(args.spec)
-    extensions = spec.get("extensions", dataset.DEFAULT_EXTENSIONS)
-    if spec["source"] == "demo":
-        sources = dataset.demo_sources()
-    elif spec["source"] == "mirflickr":
-        sources = dataset.mirflickr_sources(args.source_dir, extensions)
-    else:
-        sources = dataset.folder_sources(spec["folder"], extensions, spec.get("recursive", True))
-    log.info("%d source files (%s)", len(sources), spec["source"])
-    distance = spec.get("near_duplicate_distance", dataset.DEFAULT_NEAR_DUPLICATE_DISTANCE)
-    built = dataset.build(
-        sources,
-        args.images_dir,
-        bases=spec.get("bases"),
-        distractors=spec.get("distractors", 0),
-        max_pixels=spec.get("max_pixels", dataset.DEFAULT_MAX_PIXELS),
-        sample=spec.get("sample", False),
-        seed=spec.get("seed", 0),
-        near_duplicate_distance=distance,
-        drop_near_duplicates=spec.get("drop_near_duplicates", False),
-    )
-    manifest = built.manifest
-    for row in built.skipped.itertuples():
-        log.warning("skipped %s: %s", row.path, row.reason)
-    for row in built.duplicates.itertuples():
-        log.warning("dropped %s: same pixels as %s", row.path, row.duplicate_of)
-    for row in built.near_duplicates.itertuples():
-        log.warning(
-            "near-duplicate: %s is within phash distance %d of %s%s",
-            row.path,
-            row.distance,
-            row.near_duplicate_of,
-            " (dropped)" if row.dropped else "",
+    reports = {
+        "skipped": args.skipped,
+        "duplicates": args.duplicates,
+        "near_duplicates": args.near_duplicates,
+    }
+    try:
+        spec = json.loads(args.spec)
+    except ValueError as error:
+        raise SystemExit(f"dataset: --spec is not valid JSON: {error}") from None
+    try:
+        dataset.run_stage(
+            spec,
+            images_dir=args.images_dir,
+            manifest=args.manifest,
+            image_list=args.list,
+            reports=reports,
+            reports_dir=args.reports_dir,
+            source_dir=args.source_dir,
         )
-    if distance is None:
-        log.info("near-duplicate check off (dataset.near_duplicate_distance: null)")
-    else:
-        closest = ""
-        if built.closest is not None:
-            closest = " closest pair {}, {} at {}".format(*built.closest)
-        log.info(
-            "near-duplicate check (phash distance <= %d of 64): %d pair(s);%s",
-            distance,
-            len(built.near_duplicates),
-            closest,
-        )
-    roles = manifest["role"].value_counts().to_dict()
-    log.info(
-        "kept %d images: %s; %d skipped, %d duplicates",
-        len(manifest),
-        roles,
-        len(built.skipped),
-        len(built.duplicates),
-    )
-    # The reports first: they are what says why a run has too few images.
-    built.skipped.to_csv(args.skipped, index=False)
-    built.duplicates.to_csv(args.duplicates, index=False)
-    if args.near_duplicates:
-        built.near_duplicates.to_csv(args.near_duplicates, index=False)
-    if built.problem:
-        raise SystemExit(f"dataset: {built.problem}")
-    if roles.get("base", 0) < 2:
-        raise SystemExit(
-            f"dataset: {roles.get('base', 0)} base images; a benchmark needs 2 or more"
-        )
-    manifest.to_parquet(args.manifest, index=False)
-    catalog.original_list(manifest).to_parquet(args.list, index=False)
+    except dataset.DatasetError as error:
+        raise SystemExit(f"dataset: {error}") from None
 
 
 def cmd_download(args) -> None:
     from risbench import download
 
     try:
-        if args.url:
-            download.fetch(
-                args.url,
-                args.archive,
-                sha256=args.sha256,
-                retries=args.retries,
-                timeout=args.timeout,
-            )
-        elif not Path(args.archive).exists():
-            raise SystemExit(f"download: {args.archive} does not exist and no --url is given")
-        if args.unpack_to:
-            download.unpack(args.archive, args.unpack_to)
-            log.info("unpacked %s into %s", args.archive, args.unpack_to)
+        download.prepare(
+            args.archive,
+            url=args.url,
+            sha256=args.sha256,
+            unpack_to=args.unpack_to,
+            max_unpacked_gb=args.max_unpacked_gb,
+            retries=args.retries,
+            timeout=args.timeout,
+        )
     except download.DownloadError as error:
         raise SystemExit(f"download: {error}") from None
 
@@ -361,6 +311,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicates", required=True)
     p.add_argument("--near-duplicates", default=None, help="near-duplicate pairs CSV (output)")
     p.add_argument(
+        "--reports-dir",
+        default=None,
+        help="also write skipped.csv, duplicates.csv and near_duplicates.csv here "
+        "(a log folder: kept when the job fails)",
+    )
+    p.add_argument(
         "--source-dir",
         default="results/download/mirflickr25k",
         help="the unpacked archive (source: mirflickr)",
@@ -372,6 +328,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", default=None, help="expected SHA-256; omitted: not verified")
     p.add_argument("--archive", required=True, help="the archive file (.part while downloading)")
     p.add_argument("--unpack-to", default=None, help="unpack the zip archive into this folder")
+    p.add_argument(
+        "--max-unpacked-gb",
+        type=float,
+        default=None,
+        help="refuse archives that declare more (default: 50 x the archive's size)",
+    )
     p.add_argument("--retries", type=int, default=3, help="resumed attempts after interruptions")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds without data")
     p.set_defaults(func=cmd_download)

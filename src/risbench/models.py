@@ -19,12 +19,13 @@ classifier.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from risbench import files
 
 SOURCES = ("torchvision", "timm", "efficientnet_lite")
 POOLINGS = ("avg", "max")
@@ -535,11 +536,8 @@ def resolve_weights(spec: ModelSpec) -> WeightsRef:
 
 @functools.lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    # size and mtime are part of the cache key: a rewritten weights file is hashed again
+    return files.sha256_file(path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -3,6 +3,9 @@
 # that no rerun deletes a finished or half-finished download.
 MIRFLICKR_ARCHIVE = "results/download/mirflickr25k.zip"
 MIRFLICKR_DIR = "results/download/mirflickr25k"
+# Copies of the dataset reports in the log folder: Snakemake deletes the outputs of
+# a failed job (results/dataset/*.csv), never its logs, and these say why it failed.
+DATASET_REPORTS = "logs/dataset"
 
 
 rule download_mirflickr:
@@ -21,9 +24,15 @@ rule download_mirflickr:
             else ""
         ),
         archive=MIRFLICKR_ARCHIVE,
+        # dataset.max_unpacked_gb (not set: 50 x the archive's size) bounds the unpack
+        max_unpacked=(
+            f"--max-unpacked-gb {config['dataset']['max_unpacked_gb']}"
+            if config["dataset"].get("max_unpacked_gb")
+            else ""
+        ),
     shell:
         "risbench download --url {params.url:q} {params.sha256} --archive {params.archive}"
-        " --unpack-to {output} 2> {log}"
+        " --unpack-to {output} {params.max_unpacked} 2> {log}"
 
 
 rule dataset:
@@ -38,7 +47,10 @@ rule dataset:
         duplicates="results/dataset/duplicates.csv",
         near_duplicates="results/dataset/near_duplicates.csv",
     log:
-        "logs/dataset.log",
+        main="logs/dataset.log",
+        skipped=f"{DATASET_REPORTS}/skipped.csv",
+        duplicates=f"{DATASET_REPORTS}/duplicates.csv",
+        near_duplicates=f"{DATASET_REPORTS}/near_duplicates.csv",
     benchmark:
         "results/timings/dataset.tsv"
     conda:
@@ -49,12 +61,13 @@ rule dataset:
     params:
         spec=json.dumps(config["dataset"], sort_keys=True),
         source_dir=MIRFLICKR_DIR,
+        reports_dir=DATASET_REPORTS,
     shell:
         "risbench dataset --spec {params.spec:q} --images-dir {output.images}"
         " --manifest {output.manifest} --list {output.list}"
         " --skipped {output.skipped} --duplicates {output.duplicates}"
         " --near-duplicates {output.near_duplicates} --source-dir {params.source_dir}"
-        " 2> {log}"
+        " --reports-dir {params.reports_dir:q} 2> {log.main:q}"
 
 
 rule catalog:

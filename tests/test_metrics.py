@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from risbench import binning, metrics
 from risbench import distance as dist
-from risbench import metrics
 
 # --------------------------------------------------------------------------- reference
 
@@ -402,8 +402,8 @@ def test_large_tile_equals_small_tile_counts_on_realistic_data():
 
 @pytest.mark.parametrize("counter", ["sort", "bincount"])
 def test_both_counters_agree(counter, monkeypatch):
-    fn = metrics._cum_sort if counter == "sort" else metrics._cum_bincount
-    monkeypatch.setattr(metrics, "_cpu_counter", lambda: fn)
+    fn = binning.cum_sort if counter == "sort" else binning.cum_bincount
+    monkeypatch.setattr(binning, "cpu_counter", lambda: fn)
     x, g = clustered(20, 6, 32, 2.5, seed=4)
     radii = metrics.radius_grid("cosine")
     r = metrics.sweep(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), device="cpu")
@@ -419,8 +419,8 @@ def test_cum_counters_on_edge_shapes():
             buf = np.full((7, n + 1), np.iinfo(np.int16).max, dtype=np.int16)
             buf[:, :n] = b
             expected = np.stack([[(row <= j).sum() for j in range(R + 1)] for row in b])
-            assert np.array_equal(metrics._cum_sort(buf, R), expected)
-            assert np.array_equal(metrics._cum_bincount(b, R), expected)
+            assert np.array_equal(binning.cum_sort(buf, R), expected)
+            assert np.array_equal(binning.cum_bincount(b, R), expected)
 
 
 def test_rejects_bad_arguments():

@@ -12,25 +12,18 @@ neither.
 
 How (design.md, "Computation"): the distances of a tile of queries against
 the whole index are computed once (:mod:`risbench.distance`), each distance is
-turned into the index of the first grid radius that retrieves it, and those
-bin indices are counted per query (a sorted-run count on the CPU, a bincount
-on the GPU; both exact). Cumulative sums over the bins give, for every radius
-at once, each query's retrieved count; the relevant pairs (few: the members of
-the query's group) give tp the same way. Never one pass per radius; memory is
-O(tile × radii) for the per-query counts.
+turned into the index of the first grid radius that retrieves it, exactly, and
+those bin indices are counted per query (:mod:`risbench.binning`: a sorted-run
+count on the CPU, a bincount on the GPU; both exact). Cumulative sums over the
+bins give, for every radius at once, each query's retrieved count; the
+relevant pairs (few: the members of the query's group) give tp the same way.
+Never one pass per radius; memory is O(tile × radii) for the per-query counts.
 
-Exactness of the binning: a pair is retrieved at radius r exactly when the
-computed distance d satisfies d ≤ r, with d as the kernel computes it (float32
-for cosine, angular and euclidean, float64 for rv):
-
-- default grids have a power-of-two step, so d / step is exact in floating
-  point and the bin is ceil(d / step), no correction needed;
-- other evenly spaced grids estimate ceil(d / step) and correct it by one
-  comparison each way against the radii rounded down to the distance's dtype;
-- any other increasing grid uses a binary search on those radii;
-- hamming compares integer bit counts c: radius r retrieves c exactly when
-  c ≤ floor(r·bits + 1e-9) (the 1e-9 absorbs the rounding of r·bits, so that a
-  grid value k/bits retrieves distance k/bits).
+The steps on a tile are the methods of :class:`_TileAccumulator` (shared by
+every query set: count, relevant pairs, candidates, top k) and of
+:class:`_SetTotals` (per query set: distance statistics, dissimilar
+extremes, P/R/F sums), so that one pass can score several query sets, e.g.
+protocols ``all`` and ``distractors`` (``sweep(..., query_sets=...)``).
 
 From the same pass:
 
@@ -56,18 +49,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from risbench import binning
 from risbench import distance as dist
 
 DEFAULT_MAX_RADIUS = {"hamming": 0.5, "rv": 1.0, "cosine": 1.0, "angular": 0.5, "euclidean": 2.0}
-# Upper bound of each distance (None: unbounded), used to size the bin dtype.
-DISTANCE_BOUND = {"hamming": 1.0, "rv": 1.0, "cosine": 2.0, "angular": 1.0, "euclidean": None}
 DEFAULT_STEPS = 1024
-HAMMING_EPS = 1e-9
 TABLE_COLUMNS = ["radius", "precision", "recall", "f1", "fbeta", "tp", "fp", "fn", "queries"]
 # Elements of a CPU chunk (rows × index size) binned and counted while cache-resident.
 CHUNK_ELEMENTS = 2**17
@@ -114,7 +104,7 @@ def radius_grid(
     if distance == "hamming" and step is None:
         if bits is None:
             raise ValueError("the hamming grid needs the number of bits")
-        top = math.floor(max_radius * bits + HAMMING_EPS)
+        top = math.floor(max_radius * bits + binning.HAMMING_EPS)
         return np.arange(top + 1, dtype=np.float64) / bits
     if step is None:
         step = default_step(max_radius)
@@ -123,179 +113,9 @@ def radius_grid(
         raise ValueError(f"step must be positive and finite, not {step}")
     count = math.ceil(max_radius / step - 1e-9)
     radii = np.arange(count + 1, dtype=np.float64) * step
-    if not _is_power_of_two(step):
+    if not binning.is_power_of_two(step):
         radii = np.round(radii, 12)
     return radii
-
-
-def _is_power_of_two(x: float) -> bool:
-    mantissa, _ = math.frexp(x)
-    return x > 0 and mantissa == 0.5
-
-
-# --------------------------------------------------------------------------- binning
-
-
-def _down_to(radii: np.ndarray, dtype) -> np.ndarray:
-    """The largest value of ``dtype`` ≤ each radius: d ≤ r ⟺ d ≤ that value for d
-    of that dtype."""
-    t = radii.astype(dtype)
-    over = t.astype(np.float64) > radii
-    t[over] = np.nextafter(t[over], dtype(-np.inf))
-    return t
-
-
-class _Binner:
-    """Maps a raw distance tile to bin indices: bin = the index of the first
-    radius that retrieves the pair (len(radii) or more: beyond the grid)."""
-
-    def __init__(self, radii: np.ndarray, distance: str, bits: int | None, xp):
-        self.xp = xp
-        self.R = R = len(radii) - 1
-        raw = np.dtype(dist.raw_dtype(distance, bits))
-        self.raw = raw
-        bound = DISTANCE_BOUND[distance]
-        if distance == "hamming":
-            thresholds = np.floor(radii * bits + HAMMING_EPS)
-            lut = np.searchsorted(thresholds, np.arange(bits + 1), side="left")
-            self.mode = "lut"
-            self.dtype = np.int16 if R + 2 < 2**15 - 1 else np.int32
-            self.sentinel = np.iinfo(self.dtype).max
-            self.lut = xp.asarray(lut.astype(self.dtype))
-            self.clamp = False
-            self.limit = xp.asarray(np.append(thresholds, -1).astype(np.int64))
-            return
-        step = radii[1] - radii[0] if R >= 1 else 0.0
-        uniform = (
-            R >= 1
-            and radii[0] == 0
-            and step > 0
-            and np.all(np.abs(radii - np.arange(R + 1) * step) <= 1e-6 * step)
-            and R < 2**22
-        )
-        if uniform and _is_power_of_two(step) and np.array_equal(radii, np.arange(R + 1) * step):
-            self.mode = "dyadic"
-            self.scale = raw.type(1 / step)
-        elif uniform:
-            self.mode = "uniform"
-            self.scale = raw.type(1 / step)
-            t = _down_to(radii, raw.type)
-            ext = np.concatenate([[-np.inf], t, [np.inf]]).astype(raw)
-            self.hi = xp.asarray(ext[1:])  # hi[k] = t_k (t_{R+1} = +inf)
-            self.lo = xp.asarray(ext[:-1])  # lo[k] = t_{k-1} (t_{-1} = -inf)
-        else:
-            self.mode = "search"
-            self.thr = xp.asarray(_down_to(radii, raw.type))
-        top = 2**15 - 2 if R + 2 < 2**15 - 2 else 2**31 - 2
-        self.dtype = np.int16 if top < 2**15 else np.int32
-        self.sentinel = top + 1  # larger than any bin
-        # limit[j]: the largest raw value retrieved at radius j (limit[R+1]: none)
-        self.limit = xp.asarray(np.append(_down_to(radii, raw.type), -np.inf).astype(raw))
-        # Distances are bounded for all but euclidean: skip the clamp when the
-        # largest possible bin fits the bin dtype (bins above R count as beyond).
-        if self.mode == "search":
-            self.clamp = False
-        elif bound is not None and bound * (1 + 1e-6) * float(self.scale) + 2 < top:
-            self.clamp = False
-        else:
-            self.clamp = True
-
-    def bins(self, x):
-        """Bins of a (small) array of raw distances, as int64."""
-        out = self.xp.empty(x.shape, dtype=self.dtype)
-        scratch = None if self.mode == "lut" else self.xp.empty(x.shape, dtype=self.raw)
-        return self(x, out, scratch).astype(np.int64)
-
-    def __call__(self, x, out, scratch):
-        xp = self.xp
-        numpy = dist.is_numpy(xp)
-        if self.mode == "lut":
-            if numpy:
-                np.take(self.lut, x, out=out, mode="clip")
-            else:
-                out[...] = self.lut[x]
-            return out
-        if self.mode == "search":
-            out[...] = xp.searchsorted(self.thr, x.ravel(), side="left").reshape(x.shape)
-            return out
-        u = scratch
-        xp.multiply(x, self.scale, out=u)
-        if self.clamp:
-            xp.minimum(u, self.raw.type(self.R + 1), out=u)
-        if self.mode == "dyadic":
-            if numpy:
-                np.ceil(u, out=out, casting="unsafe")
-            else:
-                out[...] = xp.ceil(u)
-            return out
-        # uniform: estimate, then one correction each way (the estimate is off by ≤ 1)
-        k = xp.ceil(u).astype(np.int32)
-        xp.minimum(k, self.R + 1, out=k)
-        k += x > self.hi[k]
-        k -= x <= self.lo[k]
-        out[...] = k
-        return out
-
-
-# --------------------------------------------------------------------------- counting
-
-
-def _cum_sort(buf, R: int):
-    """(c, R+1) counts of bins ≤ j per row, from the runs of each sorted row (NumPy).
-
-    ``buf`` is (c, n + 1): the bins then one sentinel column larger than any bin,
-    so every row's last run ends where a value changes. Sorted in place."""
-    c, n = buf.shape[0], buf.shape[1] - 1
-    if n == 0 or c == 0:
-        return np.zeros((c, R + 1), dtype=np.int32)
-    buf.sort(axis=1)
-    # flat positions, in the (c, n) array of neighbour comparisons, of run ends
-    ends = np.flatnonzero(buf[:, 1:] != buf[:, :-1])
-    lengths = np.diff(ends, prepend=-1)
-    values = buf.ravel()[ends + ends // n]  # (c, n) -> (c, n + 1) positions
-    keep = values <= R
-    h = np.zeros((c, R + 1), dtype=np.int32)
-    h[ends[keep] // n, values[keep]] = lengths[keep]
-    return np.cumsum(h, axis=1, dtype=np.int32)
-
-
-def _bincount(xp, values, length: int):
-    """``bincount`` of non-negative integers with exactly ``length`` bins (CuPy's
-    refuses empty input)."""
-    if values.size == 0:
-        return xp.zeros(length, dtype=np.int64)
-    return xp.bincount(values, minlength=length)[:length]
-
-
-def _first_at_least(cum, k, xp=np):
-    """Per row, the first radius index j with cum[j] ≥ k (cum is non-decreasing
-    along a row), or R + 1 when there is none."""
-    reached = cum >= k
-    j = xp.argmax(reached, axis=1)
-    return xp.where(reached[:, -1], j, cum.shape[1])
-
-
-def _cum_bincount(b, R: int, xp=np):
-    """(c, R+1) counts of bins ≤ j per row, from one offset bincount."""
-    c, n = b.shape
-    v = xp.minimum(b, R + 1).astype(np.int64)
-    v += (xp.arange(c, dtype=np.int64) * (R + 2))[:, None]
-    h = xp.bincount(v.ravel(), minlength=c * (R + 2)).reshape(c, R + 2)[:, : R + 1]
-    return xp.cumsum(h, axis=1).astype(np.int32)
-
-
-@lru_cache(maxsize=1)
-def _cpu_counter():
-    """The sorted-run counter where NumPy sorts 16-bit integers with AVX-512
-    (x86-simd-sort: about 2× faster than a bincount on clustered bins), else the
-    bincount. Both give identical counts."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # pragma: no cover - other NumPy layouts
-        features = {}
-    if features.get("AVX512_ICL") or features.get("AVX512_SPR"):
-        return _cum_sort
-    return _cum_bincount
 
 
 # --------------------------------------------------------------------------- result
@@ -379,7 +199,7 @@ class SweepResult:
         )
 
 
-# --------------------------------------------------------------------------- the sweep
+# --------------------------------------------------------------------------- statistics
 
 
 class _Stats:
@@ -442,6 +262,615 @@ def _relevant_pairs(igc, qgc, query_self, n_groups):
     return rows[keep], cols[keep]
 
 
+# --------------------------------------------------------------------------- the problem
+
+
+@dataclass
+class _Problem:
+    """A sweep's validated inputs, on the host: what every tile needs."""
+
+    distance: str
+    radii: np.ndarray
+    bits: int | None  # code bits (hamming), else None
+    n: int  # index rows
+    nq: int  # queries
+    igc: np.ndarray  # group code of each index row
+    qgc: np.ndarray  # group code of each query
+    query_self: np.ndarray  # per query, its index position or -1
+    rel_rows: np.ndarray  # relevant (query, index) pairs other than the query itself,
+    rel_cols: np.ndarray  # sorted by query then index position
+    rel_ptr: np.ndarray  # CSR: the pairs of query q are rel_ptr[q]:rel_ptr[q + 1]
+    nrel: np.ndarray  # relevant images per query (the query itself unless excluded)
+    exclude_self: bool
+    beta: float
+    top_k: int
+
+    @property
+    def R(self) -> int:
+        return len(self.radii) - 1
+
+    @property
+    def has_self(self) -> np.ndarray:
+        return self.query_self >= 0
+
+    @property
+    def scale(self) -> float:
+        """Raw units per distance unit: hamming tiles hold bit counts."""
+        return float(self.bits) if self.distance == "hamming" else 1.0
+
+
+def _check_options(radii, beta: float, top_k: int) -> tuple[np.ndarray, int]:
+    radii = np.asarray(radii, dtype=np.float64).ravel()
+    if radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(np.diff(radii) <= 0):
+        raise ValueError("radii must be a non-empty, finite, strictly increasing sequence")
+    if not beta > 0:
+        raise ValueError("beta must be positive")
+    top_k = int(top_k)
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    return radii, top_k
+
+
+def _group_codes(index_groups, query_groups, n: int, nq: int):
+    """Integer codes of the group labels (one code space for index and queries)."""
+    index_groups = np.asarray(index_groups)
+    query_groups = np.asarray(query_groups)
+    if index_groups.shape != (n,) or query_groups.shape != (nq,):
+        raise ValueError("one group label per index row and per query row")
+    codes, _ = pd.factorize(np.concatenate([index_groups, query_groups]).astype(object))
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    return codes[:n].astype(np.int64), codes[n:].astype(np.int64), n_groups
+
+
+def _self_positions(query_self, n: int, igc: np.ndarray, qgc: np.ndarray) -> np.ndarray:
+    nq = len(qgc)
+    if query_self is None:
+        return np.full(nq, -1, dtype=np.int64)
+    query_self = np.asarray(query_self, dtype=np.int64)
+    if query_self.shape != (nq,) or np.any(query_self >= n) or np.any(query_self < -1):
+        raise ValueError("query_self must hold, per query, an index position or -1")
+    has_self = query_self >= 0
+    if np.any(igc[query_self[has_self]] != qgc[has_self]):
+        raise ValueError("a query and its own index row must have the same group")
+    return query_self
+
+
+def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -> _Problem:
+    """The validated problem of prepared queries ``qp`` against the index ``ip``;
+    ``options``: distance, exclude_self, beta, top_k."""
+    nq, n = qp.n, ip.n
+    if nq == 0:
+        raise ValueError("no queries")
+    igc, qgc, n_groups = _group_codes(index_groups, query_groups, n, nq)
+    query_self = _self_positions(query_self, n, igc, qgc)
+    rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups)
+    rel_ptr = _csr(rel_rows, nq)
+    self_counted = (query_self >= 0) & (not options["exclude_self"])
+    return _Problem(
+        radii=radii,
+        bits=ip.bits,
+        n=n,
+        nq=nq,
+        igc=igc,
+        qgc=qgc,
+        query_self=query_self,
+        rel_rows=rel_rows,
+        rel_cols=rel_cols,
+        rel_ptr=rel_ptr,
+        nrel=np.diff(rel_ptr) + self_counted,
+        **options,
+    )
+
+
+def _query_masks(query_sets, nq: int) -> dict[str, np.ndarray]:
+    """One boolean mask over the queries per named set (given as a mask or as
+    query positions)."""
+    if not query_sets:
+        raise ValueError("query_sets names no set")
+    masks = {}
+    for name, chosen in query_sets.items():
+        chosen = np.asarray(chosen)
+        if chosen.dtype == bool:
+            if chosen.shape != (nq,):
+                raise ValueError(f"query set {name!r}: a mask needs {nq} flags, not {chosen.shape}")
+            mask = chosen.copy()
+        else:
+            if chosen.size and not np.issubdtype(chosen.dtype, np.integer):
+                raise ValueError(f"query set {name!r}: positions must be integers")
+            chosen = chosen.astype(np.int64).ravel()
+            if np.any((chosen < 0) | (chosen >= nq)):
+                raise ValueError(f"query set {name!r}: positions must lie in 0..{nq - 1}")
+            mask = np.zeros(nq, dtype=bool)
+            mask[chosen] = True
+            if int(mask.sum()) != chosen.size:
+                raise ValueError(f"query set {name!r} repeats a query")
+        if not mask.any():
+            raise ValueError(f"query set {name!r} has no queries")
+        masks[name] = mask
+    return masks
+
+
+# --------------------------------------------------------------------------- the accumulator
+
+
+def _pick(array, sel, xp):
+    """``array[sel]`` for a slice or host positions, on the array's backend."""
+    if isinstance(sel, slice) or isinstance(array, np.ndarray):
+        return array[sel]
+    return array[xp.asarray(sel)]
+
+
+@dataclass
+class _Tile:
+    """A tile of queries against the whole index, and what the shared steps found.
+
+    Device arrays: ``raw`` (rows, n) distances in raw units; ``cum`` and ``tp``
+    (rows, R+1) per query and radius, pairs retrieved and relevant pairs
+    retrieved (float64, exact); ``rowsum``: per query, the sum of its distances;
+    ``rr, rc, rx``: the relevant pairs other than the queries themselves (tile
+    row, index column, distance) and ``rb`` their bins; ``srow, scol, sx``: the
+    pairs of each query with itself, ``sb`` their bins (host). Host: ``rel_rows``
+    and ``self_rows``, the tile rows of those pairs."""
+
+    start: int
+    stop: int
+    raw: object
+    cum: object = None
+    tp: object = None
+    rowsum: object = None
+    rr: object = None
+    rc: object = None
+    rx: object = None
+    rb: object = None
+    rel_rows: np.ndarray | None = None
+    srow: object = None
+    scol: object = None
+    sx: object = None
+    sb: np.ndarray | None = None
+    self_rows: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class _Part:
+    """One query set's rows within one tile, and what the steps found on them.
+
+    ``sel`` indexes the tile's per-query arrays: a slice when the rows are
+    contiguous, so that a set that is a prefix of the queries (``all`` within
+    ``distractors``) reduces views of the same shapes as a separate sweep of
+    that set, and its float sums come out bit for bit the same."""
+
+    rows: np.ndarray  # the set's rows of the tile (host, increasing)
+    sel: object  # the same as a slice when contiguous
+    pairs: object = None  # the set's entries among the tile's relevant pairs
+    selfs: object = None  # the set's entries among the tile's self pairs
+    pieces: list = field(default_factory=list)  # row sums, chunk by chunk
+    whole: bool = True  # every chunk lay wholly inside or outside the set
+    rowsum: object = None  # per row of the set, the sum of its distances
+    max: float = -math.inf  # the largest distance of the set's rows
+    near_max: float = -math.inf  # the largest similar or self distance
+    all_hist: np.ndarray | None = None  # every pair's bin (R+2: the last is beyond)
+    sim_hist: np.ndarray | None = None
+    self_hist: np.ndarray | None = None
+    n_dis: int = 0  # dissimilar pairs
+    lowest: int = 0  # bin of the nearest dissimilar pair (R + 1: none or beyond)
+
+    @classmethod
+    def of(cls, mask: np.ndarray, start: int, stop: int) -> _Part | None:
+        rows = np.flatnonzero(mask[start:stop])
+        if rows.size == 0:
+            return None
+        if rows[-1] - rows[0] + 1 == rows.size:
+            return cls(rows, slice(int(rows[0]), int(rows[-1]) + 1))
+        return cls(rows, rows)
+
+    def within(self, entry_rows: np.ndarray):
+        """The entries (sorted by tile row) whose row is in the set."""
+        if isinstance(self.sel, slice):
+            lo, hi = np.searchsorted(entry_rows, [self.sel.start, self.sel.stop])
+            return slice(int(lo), int(hi))
+        return np.flatnonzero(np.isin(entry_rows, self.rows))
+
+    def add_chunk(self, x, c0: int, c1: int, rowsum, chunk_max: float, row_sums, xp) -> None:
+        """Step 1 for this set: the row sums and maximum of its rows of chunk c0:c1."""
+        lo, hi = np.searchsorted(self.rows, [c0, c1])
+        if lo == hi:
+            return
+        if hi - lo == c1 - c0:
+            self.max = max(self.max, chunk_max)
+            self.pieces.append(rowsum[c0:c1])
+            return
+        # Part of the chunk: its rows summed on their own, as a separate sweep of
+        # the set sums them (a matrix-vector product's rows depend on its shape).
+        local = self.rows[lo:hi] - c0
+        if local[-1] - local[0] + 1 == local.size:
+            sub = x[int(local[0]) : int(local[-1]) + 1]
+        else:
+            sub = _pick(x, local, xp)
+        self.whole = False
+        self.max = max(self.max, float(sub.max()))
+        self.pieces.append(row_sums(sub).astype(rowsum.dtype))
+
+    def end_chunks(self, rowsum, xp) -> None:
+        self.rowsum = _pick(rowsum, self.sel, xp) if self.whole else xp.concatenate(self.pieces)
+        self.pieces = []
+
+
+class _SetTotals:
+    """The sums of one query set over the tiles: P, R, F1, Fβ per radius, tp and
+    retrieved counts, and the similar and dissimilar distance statistics."""
+
+    def __init__(self, mask: np.ndarray, problem: _Problem, xp):
+        R = problem.R
+        self.mask = mask
+        self.p = problem
+        self.xp = xp
+        self.sums = {k: np.zeros(R + 1) for k in ("precision", "recall", "f1", "fbeta")}
+        self.tp_sum = np.zeros(R + 1, dtype=np.int64)
+        self.ret_sum = np.zeros(R + 1, dtype=np.int64)
+        self.sim, self.dis = _Stats(R), _Stats(R)
+
+    def add_distances(self, t: _Tile, part: _Part) -> None:
+        """Step 3: similar pairs exactly; dissimilar = all − similar − self; the bin
+        of the set's nearest dissimilar pair (its pairs join the candidates)."""
+        xp, sim, dis = self.xp, self.sim, self.dis
+        rx, sx = _pick(t.rx, part.pairs, xp), _pick(t.sx, part.selfs, xp)
+        n_sim, n_self = int(rx.size), int(sx.size)
+        sim.count += n_sim
+        if n_sim:
+            sim.sum += float(rx.sum(dtype=np.float64))
+            sim.min = min(sim.min, float(rx.min()))
+            part.near_max = float(rx.max())
+            sim.max = max(sim.max, part.near_max)
+            sim.values.append(dist.to_numpy(rx).astype(np.float64))
+        if n_self:
+            part.near_max = max(part.near_max, float(sx.max()))
+        sim.hist += part.sim_hist
+        dis_hist = part.all_hist - part.sim_hist - part.self_hist
+        dis.hist += dis_hist
+        part.n_dis = len(part.rows) * self.p.n - n_sim - n_self
+        dis.count += part.n_dis
+        if part.n_dis:
+            total = float(part.rowsum.sum())
+            dis.sum += total - float(rx.sum(dtype=np.float64)) - float(sx.sum(dtype=np.float64))
+        part.lowest = int(np.argmax(dis_hist > 0)) if part.n_dis else self.p.R + 1
+
+    def add_scores(self, t: _Tile, part: _Part, nr, work) -> None:
+        """Step 6: per-query P, R, F1, Fβ at every radius, summed over the set's
+        queries of the tile, from the counts: P = tp/ret, R = tp/rel, F1 =
+        2tp/(ret+rel), Fβ = (1+β²)tp/(ret+β²rel). The conventions only matter
+        where ret or rel is 0: P = 1 when ret = 0, R = 1 when rel = 0, F1 = Fβ = 1
+        when both are 0. ``nr``: relevant images per query of the tile (float64);
+        ``work``: a (rows, R+1) float64 buffer."""
+        xp, b2 = self.xp, self.p.beta**2
+        cum, tp = _pick(t.cum, part.sel, xp), _pick(t.tp, part.sel, xp)
+        nr = _pick(nr, part.sel, xp)
+        work = work[: len(part.rows)]
+        none_ret, nr0, any_nr0, none_both = self._empty_counts(cum, nr)
+        xp.maximum(cum, 1.0, out=work)
+        xp.divide(tp, work, out=work)
+        self.sums["precision"] += dist.to_numpy(work.sum(axis=0) + none_ret)
+        inv_nr = 1.0 / xp.maximum(nr, 1.0)
+        self.sums["recall"] += dist.to_numpy(inv_nr @ tp + nr0.sum())
+        f1 = 2.0 * self._f_ratio_sum(cum, tp, nr, 1.0, work, any_nr0) + none_both
+        self.sums["f1"] += dist.to_numpy(f1)
+        if b2 == 1.0:
+            self.sums["fbeta"] += dist.to_numpy(f1)
+        else:
+            fb = (1.0 + b2) * self._f_ratio_sum(cum, tp, nr, b2, work, any_nr0) + none_both
+            self.sums["fbeta"] += dist.to_numpy(fb)
+        self.tp_sum += dist.to_numpy(tp.sum(axis=0)).astype(np.int64)
+        self.ret_sum += dist.to_numpy(cum.sum(axis=0)).astype(np.int64)
+
+    def _empty_counts(self, cum, nr):
+        """Per radius: the queries that retrieve nothing, and those that also have
+        nothing relevant (0.0 when every query has something relevant)."""
+        xp, R = self.xp, self.p.R
+        first = binning.first_at_least(cum, 1, xp)  # the first radius retrieving anything
+        none_ret = len(cum) - xp.cumsum(binning.bincount(xp, first, R + 2))[: R + 1]
+        nr0 = nr == 0
+        any_nr0 = bool(nr0.any())
+        none_both = 0.0
+        if any_nr0:
+            none_both = int(nr0.sum()) - xp.cumsum(binning.bincount(xp, first[nr0], R + 2))
+            none_both = none_both[: R + 1]
+        return none_ret, nr0, any_nr0, none_both
+
+    def _f_ratio_sum(self, cum, tp, nr, b2: float, work, any_nr0: bool):
+        """Σ over the queries of tp / (ret + β²·rel) per radius (0/0 read as 0)."""
+        xp = self.xp
+        xp.add(cum, nr[:, None] if b2 == 1.0 else b2 * nr[:, None], out=work)
+        if any_nr0:
+            xp.maximum(work, 1.0, out=work)
+        xp.divide(tp, work, out=work)
+        return work.sum(axis=0)
+
+    def result(self, topk_d: np.ndarray, topk_rel: np.ndarray) -> SweepResult:
+        p, R = self.p, self.p.R
+        nq = int(self.mask.sum())
+        nrel = p.nrel[self.mask]
+        return SweepResult(
+            distance=p.distance,
+            radii=p.radii,
+            precision=self.sums["precision"] / nq,
+            recall=self.sums["recall"] / nq,
+            f1=self.sums["f1"] / nq,
+            fbeta=self.sums["fbeta"] / nq,
+            tp=self.tp_sum,
+            fp=self.ret_sum - self.tp_sum,
+            fn=int(nrel.sum()) - self.tp_sum,
+            queries=nq,
+            beta=float(p.beta),
+            similar=self.sim.summary(p.radii, p.scale, keep_values=True),
+            dissimilar=self.dis.summary(p.radii, p.scale, keep_values=False),
+            similar_hist=self.sim.hist[: R + 1].copy(),
+            dissimilar_hist=self.dis.hist[: R + 1].copy(),
+            ranked_metrics=ranked_metrics(topk_d[self.mask], topk_rel[self.mask], nrel),
+        )
+
+
+@dataclass
+class _Candidates:
+    """Pairs that may be among their query's top k (host): query, index column,
+    distance (raw units, float64), relevant, the query itself."""
+
+    q: np.ndarray
+    c: np.ndarray
+    v: np.ndarray
+    rel: np.ndarray
+    is_self: np.ndarray
+
+
+class _TileAccumulator:
+    """The sweep's state between tiles; :meth:`add` runs its steps on one tile.
+
+    Shared by every query set (per query): 1 :meth:`count` (bin and count every
+    pair), 2 :meth:`relevant` (relevant and self pairs), 4 :meth:`candidates`,
+    7 :meth:`top` (the exact top k). Per set (:class:`_SetTotals`, on the set's
+    rows of the tile, :class:`_Part`): 3 distance statistics, 5
+    :meth:`extremes` (dissimilar min and max), 6 scores."""
+
+    def __init__(self, problem: _Problem, xp, tile_rows: int, masks: dict):
+        p = self.p = problem
+        self.xp = xp
+        self.numpy = dist.is_numpy(xp)
+        self.binner = binning.Binner(p.radii, p.distance, p.bits, xp)
+        self.tile_rows = tile_rows
+        self.chunk = max(1, CHUNK_ELEMENTS // max(1, p.n)) if self.numpy else tile_rows
+        self.counter = binning.cpu_counter() if self.numpy else None
+        self.integer = p.distance == "hamming"
+        self.k_eff = min(p.top_k, p.n)
+        self.topk_d = np.full((p.nq, p.top_k), np.inf)
+        self.topk_rel = np.zeros((p.nq, p.top_k), dtype=bool)
+        self.sets = {name: _SetTotals(mask, p, xp) for name, mask in masks.items()}
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """Device copies of the problem's arrays and the buffers reused by every tile."""
+        p, xp, rows, raw = self.p, self.xp, self.tile_rows, self.binner.raw
+        self.rel_rows_x = xp.asarray(p.rel_rows)
+        self.rel_cols_x = xp.asarray(p.rel_cols)
+        self.query_self_x = xp.asarray(p.query_self)
+        self.nrel_x = xp.asarray(p.nrel)
+        self.grid = xp.arange(p.R + 1)
+        self.ones = None if self.integer else xp.ones(p.n, dtype=raw)
+        # bins of one chunk, then a sentinel column (see binning.cum_sort)
+        self.bins_buf = xp.full((self.chunk, p.n + 1), self.binner.sentinel, self.binner.dtype)
+        self.u_buf = xp.empty((self.chunk, p.n), dtype=raw) if self.binner.mode != "lut" else None
+        self.cum_buf = xp.empty((rows, p.R + 1), dtype=np.float64)  # counts, exact in float64
+        self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
+        self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
+        self.work_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
+        self.rowsum_buf = xp.empty(rows, dtype=np.int64 if self.integer else np.float64)
+
+    def add(self, start: int, stop: int, raw, finish) -> None:
+        """Every step on the tile of queries start:stop (``raw``: their distances,
+        turned from matrix products into distances chunk by chunk by ``finish``)."""
+        t = _Tile(start, stop, raw)
+        parts = {name: _Part.of(s.mask, start, stop) for name, s in self.sets.items()}
+        parts = {name: part for name, part in parts.items() if part is not None}
+        self.count(t, finish, parts)
+        self.relevant(t, parts)
+        for name, part in parts.items():
+            self.sets[name].add_distances(t, part)
+        cand = self.candidates(t, parts)
+        self.extremes(t, parts, cand)
+        nr = self.nrel_x[start:stop].astype(np.float64)
+        for name, part in parts.items():
+            self.sets[name].add_scores(t, part, nr, self.work_buf)
+        self.top(cand)
+
+    def _row_sums(self, x):
+        # (a float32 matrix-vector product: twice as fast as sum(axis=1))
+        return x.sum(axis=1, dtype=np.int64) if self.integer else x @ self.ones
+
+    def count(self, t: _Tile, finish, parts: dict) -> None:
+        """Step 1, on cache-sized chunks of rows: bin every pair and count, per
+        query and radius, the pairs retrieved (``t.cum``); sum each query's
+        distances (``t.rowsum``); per set, its rows' sums and maximum and the
+        histogram of all its pairs."""
+        p, xp = self.p, self.xp
+        t.cum, t.rowsum = self.cum_buf[: t.rows], self.rowsum_buf[: t.rows]
+        for c0 in range(0, t.rows, self.chunk):
+            c1 = min(t.rows, c0 + self.chunk)
+            finish(c0, c1)
+            x = t.raw[c0:c1]
+            b = self.bins_buf[: c1 - c0]
+            self.binner(x, b[:, : p.n], None if self.u_buf is None else self.u_buf[: c1 - c0])
+            if self.numpy:
+                t.cum[c0:c1] = self.counter(b, p.R)
+            else:
+                t.cum[c0:c1] = binning.cum_bincount(b[:, : p.n], p.R, xp)
+            t.rowsum[c0:c1] = self._row_sums(x)
+            chunk_max = float(x.max())
+            for part in parts.values():
+                part.add_chunk(x, c0, c1, t.rowsum, chunk_max, self._row_sums, xp)
+        for part in parts.values():
+            part.end_chunks(t.rowsum, xp)
+            h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
+            h = np.diff(h, prepend=0)
+            part.all_hist = np.append(h, len(part.rows) * p.n - int(h.sum()))  # + beyond
+
+    def relevant(self, t: _Tile, parts: dict) -> None:
+        """Step 2: tp per query and radius from the relevant pairs; the query's
+        own pair moves the counts (relevant, or neither retrieved nor relevant
+        under ``exclude_self``); per set, the bins of its similar and self pairs."""
+        self._relevant_counts(t)
+        self._self_pairs(t)
+        xp, R = self.xp, self.p.R
+        for part in parts.values():
+            part.pairs = part.within(t.rel_rows)
+            part.selfs = part.within(t.self_rows)
+            part.sim_hist = dist.to_numpy(binning.bincount(xp, _pick(t.rb, part.pairs, xp), R + 2))
+            part.self_hist = np.bincount(t.sb[part.selfs], minlength=R + 2)
+
+    def _relevant_counts(self, t: _Tile) -> None:
+        p, xp, R = self.p, self.xp, self.p.R
+        a, z = int(p.rel_ptr[t.start]), int(p.rel_ptr[t.stop])
+        t.rel_rows = p.rel_rows[a:z] - t.start
+        t.rr, t.rc = self.rel_rows_x[a:z] - t.start, self.rel_cols_x[a:z]
+        t.rx = t.raw[t.rr, t.rc]
+        t.rb = xp.minimum(self.binner.bins(t.rx), R + 1)
+        # (integer cumulative sums: a float64 cumsum along rows is ~8x slower)
+        tpi = self.tpi_buf[: t.rows]
+        ok = t.rb <= R
+        if self.numpy:
+            tpi.fill(0)
+            np.add.at(tpi, (t.rr[ok], t.rb[ok]), 1)
+        else:
+            tpi.ravel()[...] = binning.bincount(xp, t.rr[ok] * (R + 1) + t.rb[ok], t.rows * (R + 1))
+        xp.cumsum(tpi, axis=1, out=tpi)
+        t.tp = self.tp_buf[: t.rows]
+        t.tp[...] = tpi
+
+    def _self_pairs(self, t: _Tile) -> None:
+        """The query itself (at d = 0 when its row is the same, as in the protocols)."""
+        p, xp, R = self.p, self.xp, self.p.R
+        t.self_rows = np.flatnonzero(p.has_self[t.start : t.stop])
+        t.srow = xp.asarray(t.self_rows)
+        t.scol = self.query_self_x[t.start : t.stop][t.srow]
+        t.sx = t.raw[t.srow, t.scol]
+        t.sb = dist.to_numpy(xp.minimum(self.binner.bins(t.sx), R + 1))
+        if t.self_rows.size == t.rows and not t.sb.any():  # every query in the index, at 0
+            if p.exclude_self:
+                t.cum -= 1.0
+            else:
+                t.tp += 1.0
+        elif t.self_rows.size:
+            ind = self.grid[None, :] >= xp.asarray(t.sb)[:, None]
+            if p.exclude_self:
+                t.cum[t.srow] -= ind
+            else:
+                t.tp[t.srow] += ind
+
+    def candidates(self, t: _Tile, parts: dict) -> _Candidates:
+        """Step 4: every pair whose bin is at most that of its query's k-th nearest
+        (cum already leaves the query out under exclude_self) or that of the
+        nearest dissimilar pair of a set the query is in (for :meth:`extremes`)."""
+        p, xp = self.p, self.xp
+        lowest = np.full(t.rows, -1, dtype=np.int64)  # -1: no dissimilar pair in the grid
+        for part in parts.values():
+            if part.lowest <= p.R:
+                lowest[part.rows] = np.maximum(lowest[part.rows], part.lowest)
+        kth = binning.first_at_least(t.cum, self.k_eff, xp)
+        low = xp.asarray(lowest)
+        level = xp.where(low >= 0, xp.maximum(kth, low), kth)
+        flat = xp.flatnonzero(t.raw <= self.binner.limit[level][:, None])
+        cr, cc = flat // p.n, flat % p.n
+        qs, cs = [dist.to_numpy(cr) + t.start], [dist.to_numpy(cc)]
+        vs = [dist.to_numpy(t.raw[cr, cc])]
+        for r in np.flatnonzero(dist.to_numpy(kth) > p.R):
+            limit = float(self.binner.limit[lowest[r]]) if lowest[r] >= 0 else -np.inf
+            cols, values = self._nearest_beyond_grid(t, int(r), limit)
+            qs.append(np.full(cols.size, t.start + r))
+            cs.append(cols)
+            vs.append(values)
+        q = np.concatenate(qs).astype(np.int64)
+        c = np.concatenate(cs).astype(np.int64)
+        v = np.concatenate(vs).astype(np.float64)
+        return _Candidates(q, c, v, p.igc[c] == p.qgc[q], c == p.query_self[q])
+
+    def _nearest_beyond_grid(self, t: _Tile, r: int, low_limit: float):
+        """Candidates of a query whose k-th nearest lies beyond the grid: its k
+        nearest (ties included) and its pairs at most ``low_limit``."""
+        p, k = self.p, self.k_eff
+        row = dist.to_numpy(t.raw[r]).astype(np.float64)
+        if p.exclude_self and p.has_self[t.start + r]:
+            row[p.query_self[t.start + r]] = np.inf
+        finite = np.isfinite(row)
+        if int(finite.sum()) <= k:
+            cols = np.flatnonzero(finite | (row <= low_limit))
+        else:
+            kth_value = np.partition(row, k - 1)[k - 1]
+            cols = np.flatnonzero(row <= max(kth_value, low_limit))
+        return cols, dist.to_numpy(t.raw[r]).astype(np.float64)[cols]
+
+    def extremes(self, t: _Tile, parts: dict, cand: _Candidates) -> None:
+        """Step 5, per set: the dissimilar minimum among the candidates, and the
+        maximum (the set's largest distance when no similar or self pair reaches
+        it); else hide those pairs and reduce over the set's rows."""
+        scan = {}
+        for name, part in parts.items():
+            if part.n_dis and part.lowest <= self.p.R:
+                mine = self.sets[name].mask[cand.q] & ~cand.rel & ~cand.is_self
+                dis = self.sets[name].dis
+                dis.min = min(dis.min, float(cand.v[mine].min()))
+            if part.n_dis and (part.lowest > self.p.R or part.max <= part.near_max):
+                scan[name] = part
+        if scan:
+            self._scan_dissimilar(t, scan)
+        for name, part in parts.items():
+            if part.n_dis:
+                self.sets[name].dis.max = max(self.sets[name].dis.max, part.max)
+
+    def _scan_dissimilar(self, t: _Tile, parts: dict) -> None:
+        """Min and max over the dissimilar pairs of the sets' rows, with the similar
+        and self pairs hidden (the tile is not read again as distances)."""
+        xp = self.xp
+        big = np.iinfo(self.binner.raw).max if self.integer else np.inf
+        t.raw[t.rr, t.rc] = big
+        t.raw[t.srow, t.scol] = big
+        for name, part in parts.items():
+            dis = self.sets[name].dis
+            dis.min = min(dis.min, float(_pick(t.raw, part.sel, xp).min()))
+        t.raw[t.rr, t.rc] = 0
+        t.raw[t.srow, t.scol] = 0
+        for part in parts.values():
+            part.max = float(_pick(t.raw, part.sel, xp).max())
+
+    def top(self, cand: _Candidates) -> None:
+        """Step 7: the exact top k of the tile's queries, from the candidates."""
+        p = self.p
+        keep = ~cand.is_self if p.exclude_self else np.ones(cand.q.size, dtype=bool)
+        q, c, v, rel = cand.q[keep], cand.c[keep], cand.v[keep], cand.rel[keep]
+        order = np.lexsort((c, rel, v, q))
+        q, rel, v = q[order], rel[order], v[order]
+        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
+        keep = rank < p.top_k
+        self.topk_d[q[keep], rank[keep]] = v[keep] / p.scale
+        self.topk_rel[q[keep], rank[keep]] = rel[keep]
+
+    def results(self) -> dict:
+        return {name: s.result(self.topk_d, self.topk_rel) for name, s in self.sets.items()}
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def _tile_rows(p: _Problem, tile_mb: float, tile_rows: int | None, xp) -> int:
+    """Query rows per tile: ``tile_rows``, or what fits ``tile_mb`` (at most one
+    matrix-product block), never more than the queries."""
+    if tile_rows is None:
+        raw_size = np.dtype(dist.raw_dtype(p.distance, p.bits)).itemsize
+        per_row = p.n * (raw_size + 2) + 64 * (p.R + 2)
+        tile_rows = max(1, int(tile_mb * 2**20 // per_row))
+        tile_rows = min(tile_rows, dist.kernel_rows(p.n, xp))
+    return int(max(1, min(tile_rows, p.nq)))
+
+
 def sweep(
     index,
     index_groups,
@@ -458,7 +887,8 @@ def sweep(
     beta: float = 1.0,
     top_k: int = 10,
     tile_rows: int | None = None,
-) -> SweepResult:
+    query_sets: dict | None = None,
+) -> SweepResult | dict[str, SweepResult]:
     """Score fixed-radius retrieval of ``queries`` in ``index`` at every radius.
 
     ``index`` (n, ·) and ``queries`` (q, ·): descriptor matrices (uint8 codes for
@@ -470,10 +900,71 @@ def sweep(
     (``tile_rows`` sets the rows directly); ``device``: auto, cpu or cuda;
     ``beta``: the β of Fβ (> 0); ``top_k``: depth of the ranked metrics.
 
+    ``query_sets``: several results from one pass, ``{name: queries}`` with
+    the queries of each set as a boolean mask or as positions in ``queries``;
+    returns ``{name: SweepResult}``, each as a sweep over just that set's
+    queries would give: counts, histograms, extremes, quartiles and ranked
+    metrics exactly; the means (P, R, F1, Fβ, distance means) bit for bit when
+    the set is a prefix of the queries (e.g. protocol ``all`` as the first rows
+    of ``distractors``: the tiles then line up), else to rounding (the sums
+    group the queries differently). ``seconds`` is the shared pass's time.
+
     Also measured in the same pass: the exact distance distributions of
     similar and dissimilar pairs (:meth:`SweepResult.distance_stats`,
-    :meth:`SweepResult.histogram`) and ranked metrics
-    (:meth:`SweepResult.ranked`):
+    :meth:`SweepResult.histogram`) and ranked metrics from each query's exact
+    top k (:meth:`SweepResult.ranked`, defined in :func:`ranked_metrics`).
+    """
+    started = time.perf_counter()
+    acc, tiles = _setup(
+        index,
+        index_groups,
+        queries,
+        query_groups,
+        distance,
+        radii,
+        bits=bits,
+        query_self=query_self,
+        exclude_self=exclude_self,
+        tile_mb=tile_mb,
+        device=device,
+        beta=beta,
+        top_k=top_k,
+        tile_rows=tile_rows,
+        query_sets=query_sets,
+    )
+    for start, stop, tile, finish in tiles:
+        acc.add(start, stop, tile, finish)
+    results = acc.results()
+    seconds = time.perf_counter() - started
+    for result in results.values():
+        result.seconds = seconds
+    return results[None] if query_sets is None else results
+
+
+def _setup(index, index_groups, queries, query_groups, distance, radii, **kw):
+    """The accumulator of a sweep (its sets: ``{None: every query}`` without
+    ``query_sets``) and the iterator of its tiles; ``kw``: :func:`sweep`'s options."""
+    dist._check_distance(distance)
+    xp = dist.array_module(kw["device"])
+    radii, top_k = _check_options(radii, kw["beta"], kw["top_k"])
+    qp, ip = dist.prepare_pair(queries, index, distance, bits=kw["bits"], xp=xp)
+    options = {"exclude_self": kw["exclude_self"], "beta": kw["beta"], "top_k": top_k}
+    problem = _problem(
+        qp, ip, index_groups, query_groups, kw["query_self"], radii, distance=distance, **options
+    )
+    if kw["query_sets"] is None:
+        masks = {None: np.ones(problem.nq, dtype=bool)}
+    else:
+        masks = _query_masks(kw["query_sets"], problem.nq)
+    rows = _tile_rows(problem, kw["tile_mb"], kw["tile_rows"], xp)
+    acc = _TileAccumulator(problem, xp, rows, masks)
+    ident = dist.identical_pairs(qp.host, ip.host)
+    return acc, dist.iter_raw_tiles(qp, ip, rows, ident, deferred=True)
+
+
+def ranked_metrics(topk_d: np.ndarray, topk_rel: np.ndarray, nrel: np.ndarray) -> dict:
+    """Ranked metrics from each query's top k (distances ascending, ``inf`` for
+    missing entries; relevance flags) and its number of relevant images:
 
     - ``recall_at_1``, ``recall_at_10``: the fraction of queries with at least
       one relevant image that have one among their 1 (10) nearest index images
@@ -487,284 +978,7 @@ def sweep(
       relevant pairs (also those never predicted) as the denominator.
 
     Ranking ties: at equal distance irrelevant images rank before relevant
-    ones, then by index position (pessimistic, for the top k as well).
-    """
-    started = time.perf_counter()
-    dist._check_distance(distance)
-    xp = dist.array_module(device)
-    numpy = dist.is_numpy(xp)
-    radii = np.asarray(radii, dtype=np.float64).ravel()
-    if radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(np.diff(radii) <= 0):
-        raise ValueError("radii must be a non-empty, finite, strictly increasing sequence")
-    if not beta > 0:
-        raise ValueError("beta must be positive")
-    top_k = int(top_k)
-    if top_k < 1:
-        raise ValueError("top_k must be at least 1")
-    R = len(radii) - 1
-
-    qp, ip = dist.prepare_pair(queries, index, distance, bits=bits, xp=xp)
-    nq, n = qp.n, ip.n
-    if nq == 0:
-        raise ValueError("no queries")
-    bits = ip.bits
-    index_groups = np.asarray(index_groups)
-    query_groups = np.asarray(query_groups)
-    if index_groups.shape != (n,) or query_groups.shape != (nq,):
-        raise ValueError("one group label per index row and per query row")
-    codes, _ = pd.factorize(np.concatenate([index_groups, query_groups]).astype(object))
-    igc, qgc = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
-    n_groups = int(codes.max()) + 1 if codes.size else 0
-    if query_self is None:
-        query_self = np.full(nq, -1, dtype=np.int64)
-    query_self = np.asarray(query_self, dtype=np.int64)
-    if query_self.shape != (nq,) or np.any(query_self >= n) or np.any(query_self < -1):
-        raise ValueError("query_self must hold, per query, an index position or -1")
-    has_self = query_self >= 0
-    if np.any(igc[query_self[has_self]] != qgc[has_self]):
-        raise ValueError("a query and its own index row must have the same group")
-
-    rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups)
-    rel_ptr = _csr(rel_rows, nq)
-    n_sim = np.diff(rel_ptr)
-    self_counted = has_self & (not exclude_self)
-    nrel = n_sim + self_counted
-    ident = dist.identical_pairs(qp.host, ip.host)
-
-    binner = _Binner(radii, distance, bits, xp)
-    raw_size = np.dtype(binner.raw).itemsize
-    if tile_rows is None:
-        per_row = n * (raw_size + 2) + 64 * (R + 2)
-        tile_rows = max(1, int(tile_mb * 2**20 // per_row))
-        tile_rows = min(tile_rows, dist.kernel_rows(n, xp))
-    tile_rows = int(max(1, min(tile_rows, nq)))
-    chunk = max(1, CHUNK_ELEMENTS // max(1, n)) if numpy else tile_rows
-    counter = _cpu_counter() if numpy else None
-    scale = float(bits) if distance == "hamming" else 1.0
-    integer = distance == "hamming"
-    big = np.iinfo(binner.raw).max if integer else np.inf
-    ones = None if integer else xp.ones(n, dtype=binner.raw)
-
-    sums = {k: np.zeros(R + 1) for k in ("precision", "recall", "f1", "fbeta")}
-    tp_sum = np.zeros(R + 1, dtype=np.int64)
-    ret_sum = np.zeros(R + 1, dtype=np.int64)
-    sim, dis = _Stats(R), _Stats(R)
-    k_eff = min(top_k, n)
-    topk_d = np.full((nq, top_k), np.inf)
-    topk_rel = np.zeros((nq, top_k), dtype=bool)
-    grid = xp.arange(R + 1)
-    b2 = float(beta) ** 2
-
-    rel_rows_x = xp.asarray(rel_rows)
-    rel_cols_x = xp.asarray(rel_cols)
-    query_self_x = xp.asarray(query_self)
-    nrel_x = xp.asarray(nrel)
-    # bins of one chunk, then a sentinel column (see _cum_sort)
-    bins_buf = xp.full((chunk, n + 1), binner.sentinel, dtype=binner.dtype)
-    cum_buf = xp.empty((tile_rows, R + 1), dtype=np.float64)  # counts, exact in float64
-    tp_buf = xp.empty((tile_rows, R + 1), dtype=np.float64)
-    tpi_buf = xp.empty((tile_rows, R + 1), dtype=np.int32)
-    work_buf = xp.empty((tile_rows, R + 1), dtype=np.float64)
-    rowsum_buf = xp.empty(tile_rows, dtype=np.int64 if integer else np.float64)
-    u_buf = xp.empty((chunk, n), dtype=binner.raw) if binner.mode != "lut" else None
-
-    tiles = dist.iter_raw_tiles(qp, ip, tile_rows, ident, deferred=True)
-    for start, stop, tile, finish in tiles:
-        rows = stop - start
-        cum = cum_buf[:rows]
-        rowsum = rowsum_buf[:rows]
-        # 1. the per-pair work, on cache-sized chunks: bin, count per query, sum, max
-        tile_max = -np.inf
-        for c0 in range(0, rows, chunk):
-            c1 = min(rows, c0 + chunk)
-            finish(c0, c1)
-            x = tile[c0:c1]
-            b = bins_buf[: c1 - c0]
-            binner(x, b[:, :n], None if u_buf is None else u_buf[: c1 - c0])
-            cum[c0:c1] = counter(b, R) if numpy else _cum_bincount(b[:, :n], R, xp)
-            # (a float32 matrix-vector product: twice as fast as sum(axis=1))
-            rowsum[c0:c1] = x.sum(axis=1, dtype=np.int64) if integer else x @ ones
-            tile_max = max(tile_max, float(x.max()))
-        all_hist = np.diff(dist.to_numpy(cum.sum(axis=0)).astype(np.int64), prepend=0)
-        all_hist = np.append(all_hist, rows * n - int(all_hist.sum()))  # + beyond the grid
-
-        # 2. relevant pairs other than the query itself: tp per radius, similar pairs
-        a, z = int(rel_ptr[start]), int(rel_ptr[stop])
-        rr = rel_rows_x[a:z] - start
-        rc = rel_cols_x[a:z]
-        rx = tile[rr, rc]
-        rb = xp.minimum(binner.bins(rx), R + 1)
-        sim_hist = dist.to_numpy(_bincount(xp, rb, R + 2))
-        # (integer cumulative sums: a float64 cumsum along rows is ~8x slower)
-        tpi = tpi_buf[:rows]
-        ok = rb <= R
-        if numpy:
-            tpi.fill(0)
-            np.add.at(tpi, (rr[ok], rb[ok]), 1)
-        else:
-            tpi.ravel()[...] = _bincount(xp, rr[ok] * (R + 1) + rb[ok], rows * (R + 1))
-        xp.cumsum(tpi, axis=1, out=tpi)
-        tp = tp_buf[:rows]
-        tp[...] = tpi
-        # the query itself (at d = 0 when its row is the same, as in the protocols)
-        srow_h = np.flatnonzero(has_self[start:stop])
-        srow = xp.asarray(srow_h)
-        scol = query_self_x[start:stop][srow]
-        sx = tile[srow, scol]
-        sb = dist.to_numpy(xp.minimum(binner.bins(sx), R + 1))
-        if srow_h.size == rows and not sb.any():  # every query in the index, at d = 0
-            if exclude_self:
-                cum -= 1.0
-            else:
-                tp += 1.0
-        elif srow_h.size:
-            ind = grid[None, :] >= xp.asarray(sb)[:, None]
-            if exclude_self:
-                cum[srow] -= ind
-            else:
-                tp[srow] += ind
-        self_hist = np.bincount(sb, minlength=R + 2)
-
-        # 3. distance statistics: similar pairs exactly; dissimilar = all - similar - self
-        sim.count += z - a
-        near_max = -np.inf  # the largest similar or self distance of this tile
-        if z > a:
-            sim.sum += float(rx.sum(dtype=np.float64))
-            sim.min = min(sim.min, float(rx.min()))
-            near_max = float(rx.max())
-            sim.max = max(sim.max, near_max)
-            sim.values.append(dist.to_numpy(rx).astype(np.float64))
-        if srow_h.size:
-            near_max = max(near_max, float(sx.max()))
-        sim.hist += sim_hist
-        dis_hist = all_hist - sim_hist - self_hist
-        dis.hist += dis_hist
-        n_dis = rows * n - (z - a) - int(srow_h.size)
-        dis.count += n_dis
-        if n_dis:
-            total = float(rowsum.sum())
-            dis.sum += total - float(rx.sum(dtype=np.float64)) - float(sx.sum(dtype=np.float64))
-        # the bin of the nearest dissimilar pair: its pairs join the candidates below
-        lowest = int(np.argmax(dis_hist > 0)) if n_dis else R + 1
-
-        # 4. candidates: every pair whose bin is at most that of the query's k-th
-        # nearest (cum already leaves the query out under exclude_self) or that of
-        # the nearest dissimilar pair of the tile
-        kth = _first_at_least(cum, k_eff, xp)
-        inside = kth <= R
-        level = xp.maximum(kth, lowest) if lowest <= R else kth
-        flat = xp.flatnonzero(tile <= binner.limit[level][:, None])
-        cr, cc = flat // n, flat % n
-        cand_q = [dist.to_numpy(cr) + start]
-        cand_c = [dist.to_numpy(cc)]
-        cand_x = [dist.to_numpy(tile[cr, cc])]
-        low_limit = float(binner.limit[lowest]) if lowest <= R else -np.inf
-        for r in np.flatnonzero(~dist.to_numpy(inside)):
-            row = dist.to_numpy(tile[r]).astype(np.float64)
-            if exclude_self and has_self[start + r]:
-                row[query_self[start + r]] = np.inf
-            finite = np.isfinite(row)
-            if int(finite.sum()) <= k_eff:
-                cols = np.flatnonzero(finite | (row <= low_limit))
-            else:
-                kth_value = np.partition(row, k_eff - 1)[k_eff - 1]
-                cols = np.flatnonzero(row <= max(kth_value, low_limit))
-            row = dist.to_numpy(tile[r]).astype(np.float64)
-            cand_q.append(np.full(cols.size, start + r))
-            cand_c.append(cols)
-            cand_x.append(row[cols])
-        q = np.concatenate(cand_q).astype(np.int64)
-        c = np.concatenate(cand_c).astype(np.int64)
-        v = np.concatenate(cand_x).astype(np.float64)
-        rel = igc[c] == qgc[q]
-        is_self = c == query_self[q]
-
-        # 5. dissimilar min (among the candidates) and max (the tile's maximum when
-        # no similar or self pair reaches it); else hide those pairs and reduce
-        if n_dis:
-            if lowest <= R:
-                dis.min = min(dis.min, float(v[~rel & ~is_self].min()))
-            if lowest > R or tile_max <= near_max:
-                tile[rr, rc] = big
-                tile[srow, scol] = big
-                dis.min = min(dis.min, float(tile.min()))
-                tile[rr, rc] = 0
-                tile[srow, scol] = 0
-                tile_max = float(tile.max())
-            dis.max = max(dis.max, tile_max)
-
-        # 6. per-query P, R, F1, Fβ at every radius, summed over this tile's queries
-        # (from counts: P = tp/ret, R = tp/rel, F1 = 2tp/(ret+rel), Fβ =
-        # (1+β²)tp/(ret+β²rel); the conventions only matter where ret or rel is 0:
-        # P = 1 when ret = 0, R = 1 when rel = 0, F1 = Fβ = 1 when both are 0)
-        nr = nrel_x[start:stop].astype(np.float64)
-        first = _first_at_least(cum, 1, xp)  # the first radius retrieving anything
-        none_ret = rows - xp.cumsum(_bincount(xp, first, R + 2))[: R + 1]
-        nr0 = nr == 0
-        any_nr0 = bool(nr0.any())
-        none_both = 0.0
-        if any_nr0:
-            none_both = int(nr0.sum()) - xp.cumsum(_bincount(xp, first[nr0], R + 2))
-            none_both = none_both[: R + 1]
-        work = work_buf[:rows]
-        xp.maximum(cum, 1.0, out=work)
-        xp.divide(tp, work, out=work)
-        sums["precision"] += dist.to_numpy(work.sum(axis=0) + none_ret)
-        inv_nr = 1.0 / xp.maximum(nr, 1.0)
-        sums["recall"] += dist.to_numpy(inv_nr @ tp + nr0.sum())
-        xp.add(cum, nr[:, None], out=work)
-        if any_nr0:
-            xp.maximum(work, 1.0, out=work)
-        xp.divide(tp, work, out=work)
-        f1 = 2.0 * work.sum(axis=0) + none_both
-        sums["f1"] += dist.to_numpy(f1)
-        if b2 == 1.0:
-            sums["fbeta"] += dist.to_numpy(f1)
-        else:
-            xp.add(cum, b2 * nr[:, None], out=work)
-            if any_nr0:
-                xp.maximum(work, 1.0, out=work)
-            xp.divide(tp, work, out=work)
-            sums["fbeta"] += dist.to_numpy((1.0 + b2) * work.sum(axis=0) + none_both)
-        tp_sum += dist.to_numpy(tp.sum(axis=0)).astype(np.int64)
-        ret_sum += dist.to_numpy(cum.sum(axis=0)).astype(np.int64)
-
-        # 7. exact top k of this tile's queries, from the candidates
-        keep = ~is_self if exclude_self else np.ones(q.size, dtype=bool)
-        q, c, v, rel = q[keep], c[keep], v[keep], rel[keep]
-        order = np.lexsort((c, rel, v, q))
-        q, rel, v = q[order], rel[order], v[order]
-        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
-        keep = rank < top_k
-        topk_d[q[keep], rank[keep]] = v[keep] / scale
-        topk_rel[q[keep], rank[keep]] = rel[keep]
-
-    fn_sum = int(nrel.sum()) - tp_sum
-    result = SweepResult(
-        distance=distance,
-        radii=radii,
-        precision=sums["precision"] / nq,
-        recall=sums["recall"] / nq,
-        f1=sums["f1"] / nq,
-        fbeta=sums["fbeta"] / nq,
-        tp=tp_sum,
-        fp=ret_sum - tp_sum,
-        fn=fn_sum,
-        queries=nq,
-        beta=float(beta),
-        similar=sim.summary(radii, scale, keep_values=True),
-        dissimilar=dis.summary(radii, scale, keep_values=False),
-        similar_hist=sim.hist[: R + 1].copy(),
-        dissimilar_hist=dis.hist[: R + 1].copy(),
-        ranked_metrics=ranked_metrics(topk_d, topk_rel, nrel),
-    )
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def ranked_metrics(topk_d: np.ndarray, topk_rel: np.ndarray, nrel: np.ndarray) -> dict:
-    """Ranked metrics from each query's top k (distances ascending, ``inf`` for
-    missing entries; relevance flags) and its number of relevant images."""
+    ones, then by index position (pessimistic, for the top k as well)."""
     nq, k = topk_d.shape
     nrel = np.asarray(nrel, dtype=np.int64)
     found = np.isfinite(topk_d)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -267,6 +270,21 @@ def test_blur_pass_matches_reference(shape, dtype):
     np.testing.assert_array_equal(phash._vanvliet_lines(x), _vanvliet_reference(x))
 
 
+@pytest.mark.parametrize("block_steps", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("shape", [(2, 3), (3, 2), (4, 5), (5, 1), (9, 4), (40, 6)])
+def test_blur_in_blocks_of_steps_matches_reference(monkeypatch, block_steps, shape):
+    """The recursion runs in blocks of steps (bounded memory): any block length, the end
+    state carried across blocks included, gives the same bits, also with the uint8 cast."""
+    monkeypatch.setattr(phash, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(phash, "_MIN_BLOCK_STEPS", block_steps)
+    rng = np.random.default_rng(block_steps * 100 + shape[0])
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    y = x.astype(np.float32) + rng.random(shape, dtype=np.float32)
+    np.testing.assert_array_equal(phash._vanvliet_lines(y), _vanvliet_reference(y))
+    expected = phash._u8_cast(_vanvliet_reference(x))
+    np.testing.assert_array_equal(phash._vanvliet_lines(x, u8=True), expected)
+
+
 def test_small_and_large_images_do_not_fail():
     rng = np.random.default_rng(5)
     for shape in [(1, 1), (3, 2), (20, 31), (600, 700)]:
@@ -275,3 +293,151 @@ def test_small_and_large_images_do_not_fail():
             image = Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), mode)
             dct, mh, rv = _all_hashes(image)
             assert (len(dct), len(mh), len(rv)) == (8, 72, 40)
+
+
+# --------------------------------------------------------------------------------------------
+# bounded memory: strips and chunks give the same bits; peak memory per input pixel
+
+
+def _mode_zoo(h: int, w: int) -> dict[str, Image.Image]:
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    a = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    keyed = Image.fromarray(rgb, "RGB")
+    keyed.info["transparency"] = tuple(int(v) for v in rgb[1, 2])
+    return {
+        "RGB": Image.fromarray(rgb, "RGB"),
+        "RGBA": Image.fromarray(np.dstack([rgb, a]), "RGBA"),
+        "LA": Image.fromarray(np.dstack([a, a[::-1]]), "LA"),
+        "P": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=40),
+        "RGB+tRNS": keyed,
+        "I;16": Image.fromarray(rng.integers(0, 65536, (h, w)).astype(np.uint16)),
+        "F": Image.fromarray((rng.random((h, w)) * 400 - 50).astype(np.float32)),
+        "CMYK": Image.fromarray(rgb).convert("CMYK"),
+    }
+
+
+@pytest.mark.parametrize("strip_pixels", [1, 40, 97])
+def test_gray_array_in_strips_equals_whole_image(monkeypatch, strip_pixels):
+    """Every mode conversion is per pixel, so strips of rows give the whole-image result
+    (the whole-image path is checked against hand computations above)."""
+    images = _mode_zoo(23, 19)
+    whole = {name: phash.gray_array(image) for name, image in images.items()}
+    monkeypatch.setattr(phash, "_STRIP_PIXELS", strip_pixels)
+    for name, image in images.items():
+        gray, colour = phash.gray_array(image)
+        assert colour == whole[name][1], name
+        np.testing.assert_array_equal(gray, whole[name][0], err_msg=name)
+
+
+@pytest.mark.parametrize("size", [(700, 90), (90, 700), (1100, 600)])
+def test_resize_in_column_chunks_equals_one_chunk(monkeypatch, size):
+    """Long thin images take the cubic branch along the short side and the moving average
+    along the long one; resizing in column chunks changes no bit of either."""
+    image = _open("images/skimage_astronaut.png").resize(size)
+    gray, colour = phash.gray_array(image)
+    whole = phash._mh_preprocess(gray, colour), phash._mh_preprocess(gray, False)
+    monkeypatch.setattr(phash, "_RESIZE_CHUNK", 1000)
+    assert np.array_equal(phash._mh_preprocess(gray, colour), whole[0])
+    assert np.array_equal(phash._mh_preprocess(gray, False), whole[1])
+
+
+_PEAK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from PIL import Image
+    from risbench import phash
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
+    base = status("VmRSS")
+    image = Image.open(sys.argv[1])
+    image.load()
+    getattr(phash, sys.argv[2])(image)
+    print((status("VmHWM") - base) / (image.width * image.height))
+    """
+)
+
+
+def _can_reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_reset_peak(), reason="needs Linux /proc/self/clear_refs")
+@pytest.mark.parametrize(
+    "function, mode",
+    [("dct_hash", "RGB"), ("mh_hash", "RGB"), ("rv_digest", "RGB"), ("mh_hash", "L")],
+)
+def test_peak_memory_at_most_40_bytes_per_pixel(tmp_path, function, mode):
+    """Issue 14: decoding a 3 MP photo and hashing it peaks at most 40 bytes per input
+    pixel above the interpreter with its imports (pHash 0.9.6-exact code once took 58)."""
+    source = _open("images/skimage_astronaut.png").convert(mode)
+    path = tmp_path / "photo.bmp"  # uncompressed: quick to write and to decode
+    source.resize((2048, 1536), Image.Resampling.BILINEAR).save(path)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path), function],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(done.stdout) <= 40, done.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# degenerate RV digests
+
+
+def _digest(width: int, height: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8))
+    return np.frombuffer(phash.rv_digest(image), dtype=np.uint8)
+
+
+def test_rv_degenerate_digests():
+    """pHash's all-zero digest (a radon line samples no pixel: images over ~2.02x taller
+    than wide or ~3.04x wider than tall; or an image still constant after the blur) and
+    any other constant row are degenerate; real digests, one differing byte included, are
+    not. (A white RGB image is not degenerate: the blur turns its luma 235 into 234/235.)"""
+    zero = [_digest(1, 5), _digest(10, 100), _digest(1000, 2030), _digest(3050, 1000)]
+    blank = np.frombuffer(phash.rv_digest(Image.new("L", (64, 48), 128)), np.uint8)
+    for digest in [*zero, blank]:
+        assert not digest.any()
+    white = np.frombuffer(phash.rv_digest(Image.new("RGB", (64, 48), "white")), np.uint8)
+    normal = [_digest(1000, 2000), _digest(3000, 1000), white]
+    almost = np.full(40, 17, dtype=np.uint8)
+    almost[5] = 18
+    rows = np.array([*zero, blank, np.full(40, 17), *normal, almost], dtype=np.uint8)
+    flags = phash.rv_degenerate(rows)
+    assert flags.dtype == bool
+    assert flags.tolist() == [True] * 6 + [False] * 4
+    golden = np.array([REFERENCE["files"][name]["rv"] for name in FILES], dtype=np.uint8)
+    assert not phash.rv_degenerate(golden).any()
+    assert phash.rv_degenerate(np.zeros((0, 40), np.uint8)).shape == (0,)
+
+
+def test_rv_degenerate_rejects_other_shapes():
+    with pytest.raises(ValueError, match=r"\(rows, 40\) uint8.*\(40,\)"):
+        phash.rv_degenerate(np.zeros(40, np.uint8))
+    with pytest.raises(ValueError, match="int64"):
+        phash.rv_degenerate(np.zeros((2, 40), np.int64))
+
+
+def test_degenerate_digests_have_peak_zero_with_everything():
+    """ph_crosscorr divides 0 by 0 at every shift for a constant digest: the peak stays 0
+    against any digest, the same constant one included (the scalar transcription agrees)."""
+    rows = np.array([_digest(1, 5), _digest(10, 100), np.full(40, 200), _digest(64, 64)])
+    rows = rows.astype(np.uint8)
+    peaks = phash.rv_peak(rows, rows)
+    for i in range(3):
+        for j in range(4):
+            assert peaks[i, j] == peaks[j, i] == _crosscorr(rows[i], rows[j]) == 0.0
+    assert peaks[3, 3] == pytest.approx(1.0, abs=1e-12)

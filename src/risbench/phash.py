@@ -10,6 +10,8 @@ reference build's on the whole golden set (140 files, 150 pairs).
 * :func:`mh_hash` -- ``ph_mh_imagehash(alpha=2, level=1)``: 72 bytes in array order.
 * :func:`rv_digest` -- ``ph_image_digest(sigma=1, gamma=1, N=180)``: 40 bytes.
 * :func:`rv_peak` -- ``ph_crosscorr`` peaks, vectorised over two sets of digests.
+* :func:`rv_degenerate` -- which digests are constant (peak 0 with everything, themselves
+  included).
 
 Image modes
 -----------
@@ -45,6 +47,12 @@ Speed: tables (DCT matrix, MH kernel, DCT/tan tables, per-size sampling plans) a
 The costly parts are inherently sequential in pHash's arithmetic -- the 17x17 MH correlation
 adds 289 float products per pixel in a fixed order, and the recursive blur runs along every
 line -- so they are vectorised across pixels/lines and loop over taps/positions only.
+
+Memory: at most 40 bytes per input pixel at peak, decode included (measured ~11 for a 24 MP
+JPEG photo, 5 for the DCT hash). The grey conversion runs in strips of rows, the blur keeps
+one float32 copy of the image and a cache-sized block of double-precision recursion state
+(the recursion advances a block of steps over all lines at once), and the resizes work in
+chunks of columns. None of this changes the order of any floating-point operation.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 
-__all__ = ["dct_hash", "gray_array", "mh_hash", "rv_digest", "rv_peak"]
+__all__ = ["dct_hash", "gray_array", "mh_hash", "rv_degenerate", "rv_digest", "rv_peak"]
 
 _F32 = np.float32
 _F64 = np.float64
@@ -108,16 +116,32 @@ def _base_image(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# Pixels per strip of rows converted at a time: the mode conversions (alpha flattening in
+# uint32, 16-bit and float scaling in 64-bit) need up to ~40 bytes per pixel of temporaries.
+_STRIP_PIXELS = 1 << 18
+
+
 def gray_array(image: Image.Image) -> tuple[np.ndarray, bool]:
     """The grey image all three hashes start from, and whether pHash sees 3 channels.
 
     Returns ``(gray, colour)``: ``gray`` is (H, W) uint8 -- the studio-range luma for colour
-    images, the single channel otherwise.
+    images, the single channel otherwise. Converted in strips of rows (every conversion is
+    per pixel), so the temporaries stay bounded whatever the image size.
     """
-    base = _base_image(image)
-    if base.mode == "RGB":
-        return np.asarray(base.convert("L", _LUMA_MATRIX)), True
-    return np.asarray(base), False
+    if image.mode == "L" and "transparency" not in image.info:
+        return np.asarray(image), False
+    w, h = image.size
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    if rows >= h:  # one strip: no crop
+        base = _base_image(image)
+        colour = base.mode == "RGB"
+        return np.asarray(base.convert("L", _LUMA_MATRIX) if colour else base), colour
+    colour = _base_image(image.crop((0, 0, 1, 1))).mode == "RGB"
+    gray = np.empty((h, w), dtype=np.uint8)
+    for r0 in range(0, h, rows):
+        base = _base_image(image.crop((0, r0, w, min(h, r0 + rows))))
+        gray[r0 : r0 + rows] = np.asarray(base.convert("L", _LUMA_MATRIX) if colour else base)
+    return gray, colour
 
 
 def _u8_cast(x: np.ndarray) -> np.ndarray:
@@ -208,8 +232,9 @@ _VV_COEF = np.array(_VV[1:4])[:, None]  # (a1, a2, a3) as a column
 def _recurse(terms: np.ndarray, out: np.ndarray, steps: int) -> None:
     """Run ``out[i] = ((t0 + a1 out[i-1]) + a2 out[i-2]) + a3 out[i-3]`` for ``steps`` steps.
 
-    ``terms`` is (steps + 3, 4, L): ``terms[i]`` holds the four addends of step i, the input
-    term first; the products of earlier outputs are pre-filled for the first three steps.
+    ``terms`` is (at least steps + 3, 4, L): ``terms[i]`` holds the four addends of step i,
+    the input term first; the products of earlier outputs are pre-filled for the first
+    three steps.
     Each step is one sequential 4-term reduction (exact C order) and one multiplication that
     writes ``a1 y, a2 y, a3 y`` straight into the slots of the next three steps, through a
     strided view of ``terms`` -- two NumPy calls per step, vectorised over the L lines.
@@ -229,41 +254,80 @@ def _recurse(terms: np.ndarray, out: np.ndarray, steps: int) -> None:
         mul(_VV_COEF, y, out=slots[i])
 
 
-def _vanvliet_lines(x: np.ndarray) -> np.ndarray:
-    """One blur pass along axis 0 of ``x`` (N, L), every column a line; returns float32.
+# Float64 working set of one block of recursion steps (terms and outputs): a block of steps
+# over all lines at once keeps every step vectorised over the lines while the memory stays
+# bounded and cache-sized, instead of (n, 4, L) float64 terms for the whole image.
+_BLOCK_BYTES = 1 << 22
+_MIN_BLOCK_STEPS = 16
+
+
+def _vanvliet_lines(x: np.ndarray, u8: bool = False) -> np.ndarray:
+    """One blur pass along axis 0 of ``x`` (N, L), every column a line.
 
     ``x`` holds the float working copy (uint8 or float32 values). Both recursions run in
-    double in CImg's order, the causal outputs being stored as float in between.
+    double in CImg's order, the causal outputs being stored as float in between. Returns
+    float32, or with ``u8`` the result cast to uint8 as CImg's uint8 image stores it.
+    Memory: one float32 (N, L) array for the causal outputs (overwritten in place by the
+    final ones) plus a block of ``_BLOCK_BYTES``, whatever N.
     """
-    b0, a1, a2, a3, m = _VV
     n, width = x.shape
     if n < 2:
-        return x.astype(_F32)
-    # causal pass; y[3 + i] is the output at i, y[0..2] the initial state d[0] / b0
-    terms = np.empty((n + 3, 4, width))
-    terms[:n, 0] = x
-    init = terms[0, 0] / b0
+        return _u8_cast(x.astype(_F32)) if u8 else x.astype(_F32)
+    steps = max(_MIN_BLOCK_STEPS, min(n, _BLOCK_BYTES // (40 * max(width, 1))))
+    terms = np.empty((steps + 3, 4, width))
+    ybuf = np.empty((steps, width))
+    fwd = np.empty((n, width), dtype=_F32)
+    tail = _causal_pass(x, terms, ybuf, fwd)
+    return _anticausal_pass(x[n - 1], tail, terms, ybuf, fwd, u8)
+
+
+def _causal_pass(x, terms, ybuf, fwd) -> np.ndarray:
+    """Causal recursion of ``x`` into ``fwd`` (float32); returns the last three outputs in
+    double, oldest first (the initial state d[0] / b0 standing in before position 0)."""
+    b0 = _VV[0]
+    n, steps = len(x), len(ybuf)
+    init = x[0].astype(_F64) / b0
     _prefill(terms, init, init, init)
-    y = np.empty((n + 3, width))
-    y[:3] = init
-    _recurse(terms, y[3:], n)
-    # Triggs-Sdika end correction from the double state and the last input value
+    tail = np.stack([init, init, init])
+    for i0 in range(0, n, steps):
+        k = min(steps, n - i0)
+        if i0:  # products of the previous block's last outputs for the first three steps
+            terms[:3] = terms[steps : steps + 3]
+        terms[:k, 0] = x[i0 : i0 + k]
+        _recurse(terms, ybuf, k)
+        fwd[i0 : i0 + k] = ybuf[:k]
+        tail = ybuf[k - 3 : k].copy() if k >= 3 else np.concatenate([tail[k:], ybuf[:k]])
+    return tail
+
+
+def _anticausal_pass(last, tail, terms, ybuf, fwd, u8: bool) -> np.ndarray:
+    """Triggs-Sdika end state from the double tail and the last input ``last``, then the
+    anti-causal recursion on the float-rounded causal outputs, from position n-2 down to 0.
+    The outputs replace ``fwd`` in place (float32) or go to a new uint8 array."""
+    b0, a1, a2, a3, m = _VV
+    n, steps = len(fwd), len(ybuf)
     den = 1.0 - a1 - a2 - a3
     sq = b0 * b0
-    u = terms[n - 1, 0] / den
+    u = last.astype(_F64) / den
     w = u / den
-    e1, e2, e3 = y[n + 2] - u, y[n + 1] - u, y[n] - u
+    e1, e2, e3 = tail[2] - u, tail[1] - u, tail[0] - u
     z0 = (m[0] * e1 + m[1] * e2 + m[2] * e3 + w) * sq
     z1 = (m[3] * e1 + m[4] * e2 + m[5] * e3 + w) * sq
     z2 = (m[6] * e1 + m[7] * e2 + m[8] * e3 + w) * sq
-    # anti-causal pass on the float-rounded causal outputs, from position n-2 down to 0
-    terms[: n - 1, 0] = y[n + 1 : 2 : -1].astype(_F32)
-    terms[: n - 1, 0] *= sq
+    out = np.empty(fwd.shape, dtype=np.uint8) if u8 else fwd
+    out[n - 1] = _u8_cast(z0.astype(_F32)) if u8 else z0
     _prefill(terms, z0, z1, z2)
-    out = np.empty((n, width))
-    out[n - 1] = z0
-    _recurse(terms, out[n - 2 :: -1], n - 1)
-    return out.astype(_F32)
+    for j0 in range(0, n - 1, steps):
+        k = min(steps, n - 1 - j0)
+        if j0:
+            terms[:3] = terms[steps : steps + 3]
+        lo, hi = n - 1 - j0 - k, n - 1 - j0  # positions hi-1 down to lo
+        terms[:k, 0] = fwd[lo:hi][::-1]
+        terms[:k, 0] *= sq
+        _recurse(terms, ybuf, k)
+        block = ybuf[:k][::-1].astype(_F32)
+        out[lo:hi] = _u8_cast(block) if u8 else block
+    return out
 
 
 def _prefill(terms: np.ndarray, v1, v2, v3) -> None:
@@ -279,8 +343,8 @@ def _prefill(terms: np.ndarray, v1, v2, v3) -> None:
 
 def _blur_u8(img: np.ndarray) -> np.ndarray:
     """CImg ``blur(1)`` of a uint8 image: x pass, uint8 cast, y pass, uint8 cast."""
-    t = _u8_cast(_vanvliet_lines(img.T)).T
-    return _u8_cast(_vanvliet_lines(t))
+    t = _vanvliet_lines(img.T, u8=True).T
+    return _vanvliet_lines(t, u8=True)
 
 
 def _blur_f32(img: np.ndarray) -> np.ndarray:
@@ -331,35 +395,62 @@ def _cubic_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
     return val.astype(_F32)
 
 
-def _area_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
-    """CImg moving-average resize (interpolation 2) along axis 0, for shrinking axes.
+@lru_cache(maxsize=256)
+def _area_plan(n: int, size: int):
+    """Source index and weight of every piece of CImg's moving-average resize n -> size.
 
-    Input pixel i covers [i*size, (i+1)*size), output j covers [j*n, (j+1)*n); each output
-    accumulates value * overlap in float, in input order, and is divided by n. Not covered
-    by the golden data (no image there is larger than 512 pixels).
+    Input pixel i covers [i*size, (i+1)*size), output j covers [j*n, (j+1)*n); the pieces
+    of output j are ``src[j, :]`` with weights ``weight[j, :]`` in input order (padding
+    pieces have weight 0 and add 0 * a[0] = 0).
     """
-    n = a.shape[0]
     bounds = np.union1d(np.arange(n + 1) * size, np.arange(size + 1) * n)
     starts = bounds[:-1]
     dst = starts // n
     first = np.searchsorted(dst, np.arange(size))
     rank = np.arange(len(starts)) - first[dst]  # position of a piece within its output
     src = np.zeros((size, int(rank.max()) + 1), dtype=np.intp)
-    weight = np.zeros(src.shape, dtype=_F32)  # padding pieces add 0 * a[0] = 0
+    weight = np.zeros(src.shape, dtype=_F32)
     src[dst, rank] = starts // size
     weight[dst, rank] = np.diff(bounds)
-    values = a.astype(_F32)
+    return src, weight
+
+
+def _area_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
+    """CImg moving-average resize (interpolation 2) along axis 0, for shrinking axes.
+
+    Each output accumulates value * overlap in float, in input order, and is divided by n.
+    Not covered by the golden data (no image there is larger than 512 pixels).
+    """
+    src, weight = _area_plan(a.shape[0], size)
     acc = np.zeros((size,) + a.shape[1:], dtype=_F32)
-    for k in range(src.shape[1]):
-        acc += values[src[:, k]] * weight[:, k, None]
-    acc /= _F32(n)
+    for k in range(src.shape[1]):  # gather the rows, then convert: no float copy of ``a``
+        acc += a[src[:, k]].astype(_F32) * weight[:, k, None]
+    acc /= _F32(a.shape[0])
     return _u8_cast(acc) if clamp else acc
 
 
+# Input elements per column chunk of a resize: its temporaries (up to ~40 bytes per output
+# element in the cubic branch) stay bounded for long thin images.
+_RESIZE_CHUNK = 1 << 20
+
+
 def _resize_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
-    n = a.shape[0]
+    """Resize (n, L) along axis 0 to ``size`` (uint8 with ``clamp``, else float32), in
+    chunks of columns (every column is resized on its own)."""
+    n, width = a.shape
     if n == size:
         return np.ascontiguousarray(a)
+    step = max(1, _RESIZE_CHUNK // max(n, size))
+    if width <= step:
+        return _resize_columns(a, size, clamp)
+    out = np.empty((size, width), dtype=np.uint8 if clamp else _F32)
+    for c0 in range(0, width, step):
+        out[:, c0 : c0 + step] = _resize_columns(a[:, c0 : c0 + step], size, clamp)
+    return out
+
+
+def _resize_columns(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
+    n = a.shape[0]
     if n == 1:
         return np.repeat(a, size, axis=0)
     if n > size:
@@ -536,8 +627,9 @@ def _radon_plan(h: int, w: int):
         elif k > 3 * _RV_N // 4:  # pHash samples these lines around (yo, yo)
             ok = (yo - dd >= 0) & (yo - dd < w) & (2 * yo - x >= 0) & (2 * yo - x < h)
             take(3 * _RV_N // 2 - k, ok, 2 * yo - x, yo - dd)
-    flat = np.concatenate(flat)
-    line = np.concatenate(line)
+    # compact dtypes: up to 64 plans stay cached, ~180 * max(h, w) samples each
+    flat = np.concatenate(flat).astype(np.int32 if h * w < 2**31 else np.int64)
+    line = np.concatenate(line).astype(np.uint8)
     return flat, line, np.bincount(line, minlength=_RV_N)
 
 
@@ -568,6 +660,23 @@ def rv_digest(image: Image.Image) -> bytes:
     lo = min(0.0, float(c.min()))
     with np.errstate(divide="ignore", invalid="ignore"):
         return _u8_cast(255 * (c - lo) / (hi - lo)).tobytes()
+
+
+def rv_degenerate(digest_rows: np.ndarray) -> np.ndarray:
+    """Which RV digests are degenerate: constant (all 40 bytes equal), one bool per row.
+
+    pHash returns the all-zero digest when a radon line samples no pixel (images taller
+    than about 2.02x their width or wider than about 3.04x their height: phone screenshots,
+    panoramas) and for images that are constant after the blur (zero variance). A constant
+    digest has no correlation with anything, itself included: ``ph_crosscorr`` divides 0 by
+    0 at every shift and its peak stays 0.
+    """
+    rows = np.asarray(digest_rows)
+    if rows.ndim != 2 or rows.shape[1] != 40 or rows.dtype != np.uint8:
+        raise ValueError(
+            f"rv_degenerate: expected (rows, 40) uint8 digests, got {rows.dtype} {rows.shape}"
+        )
+    return (rows == rows[:, :1]).all(axis=1)
 
 
 # --------------------------------------------------------------------------------------------

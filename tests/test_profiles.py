@@ -12,29 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-from test_workflow import PHOTOS, TINY
+from workflow_copy import TINY, copy_workflow, planned_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def copy_workflow(workdir: Path, config: dict, profiles: bool = True) -> Path:
-    """The workflow, its profiles and five golden photos in a fresh folder."""
-    shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copy(ROOT / "environment.yml", workdir)
-    shutil.copytree(ROOT / "workflow", workdir / "workflow")
-    if profiles:
-        shutil.copytree(ROOT / "profiles", workdir / "profiles")
-    (workdir / "config").mkdir()
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    (workdir / "src").symlink_to(ROOT / "src")
-    (workdir / "photos").mkdir()
-    for photo in PHOTOS:
-        shutil.copy(photo, workdir / "photos")
-    return workdir
-
-
-def run_snakemake(workdir: Path, *args: str) -> str:
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,
@@ -42,23 +25,8 @@ def run_snakemake(workdir: Path, *args: str) -> str:
         text=True,
     )
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"snakemake {' '.join(args)} failed:\n{output}"
+    assert not check or done.returncode == 0, f"snakemake {' '.join(args)} failed:\n{output}"
     return output
-
-
-def planned_jobs(output: str) -> list[dict]:
-    """Each job of a dry run: its rule, wildcards, threads and resources as printed."""
-    jobs = []
-    for line in output.splitlines():
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
-            jobs.append({"rule": match[1], "threads": 1, "resources": {}, "wildcards": {}})
-        elif jobs and line.startswith("    ") and ": " in line:
-            key, value = line.strip().split(": ", 1)
-            if key == "threads":
-                jobs[-1]["threads"] = int(value)
-            elif key in ("resources", "wildcards"):
-                jobs[-1][key] = dict(item.split("=", 1) for item in value.split(", "))
-    return jobs
 
 
 def slurm_dry_run(workdir: Path) -> tuple[str, list[dict]]:
@@ -70,13 +38,17 @@ def slurm_dry_run(workdir: Path) -> tuple[str, list[dict]]:
     return output, [job for job in planned_jobs(output) if job["rule"] != "default"]
 
 
+def slurm_config(**cluster) -> dict:
+    return {**TINY, "cluster": cluster}
+
+
 def test_slurm_profile_gives_gpu_rules_a_gpu(tmp_path):
     config = {
-        **TINY,
+        **slurm_config(gpus=True),
         "extract": {**TINY["extract"], "device": "auto"},
         "benchmark": {**TINY["benchmark"], "device": "cuda"},
     }
-    output, jobs = slurm_dry_run(copy_workflow(tmp_path, config))
+    output, jobs = slurm_dry_run(copy_workflow(tmp_path, config, profiles=True))
     # The SLURM profile replaces the workstation profile instead of adding to it.
     assert "Using workflow specific profile profiles/slurm" in output
     assert "profiles/default" not in output
@@ -99,9 +71,57 @@ def test_slurm_profile_gives_gpu_rules_a_gpu(tmp_path):
 
 def test_slurm_profile_asks_no_gpu_for_a_cpu_config(tmp_path):
     assert TINY["extract"]["device"] == TINY["benchmark"]["device"] == "cpu"
-    _, jobs = slurm_dry_run(copy_workflow(tmp_path, TINY))
-    assert len(jobs) > 20
+    _, jobs = slurm_dry_run(copy_workflow(tmp_path, TINY, profiles=True))
+    # 1 dataset, 2 modify, 3 hash, 3 extract, 1 catalog, 4 benchmark, 1 summarize
+    assert len(jobs) == 15
     assert all(int(job["resources"].get("gpu", 0)) == 0 for job in jobs)
+
+
+def test_tiny_steps_run_locally_not_through_sbatch(tmp_path):
+    """Steps of a second or less are never submitted to the cluster (a dry run
+    prints every job as `rule`, so the workflow's own list is read)."""
+    workdir = copy_workflow(tmp_path, TINY)
+    code = (
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n"
+        "with SnakemakeApi(OutputSettings()) as api:\n"
+        "    wf = api.workflow(resource_settings=ResourceSettings(),\n"
+        "        config_settings=ConfigSettings(), snakefile=Path('Snakefile'),\n"
+        "        workdir=Path('.'))\n"
+        "    print(' '.join(sorted(wf._workflow._localrules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    local = set(done.stdout.split())
+    assert local == {"catalog", "summarize", "download_mirflickr", "screen", "screening_table"}
+
+
+def test_device_auto_asks_no_gpu_on_a_cluster_without_gpus(tmp_path):
+    config = {**slurm_config(gpus=False), "extract": {**TINY["extract"], "device": "auto"}}
+    config["benchmark"] = {**TINY["benchmark"], "device": "auto"}
+    _, jobs = slurm_dry_run(copy_workflow(tmp_path, config, profiles=True))
+    assert all(int(job["resources"].get("gpu", 0)) == 0 for job in jobs)
+
+
+def test_device_cuda_on_a_cluster_without_gpus_fails_before_any_job(tmp_path):
+    config = {**slurm_config(gpus=False), "extract": {**TINY["extract"], "device": "cuda"}}
+    workdir = copy_workflow(tmp_path, config, profiles=True)
+    output = run_snakemake(
+        workdir, "--workflow-profile", "profiles/slurm", "--dry-run", check=False
+    )
+    assert "extract.device: cuda, but cluster.gpus is false" in output
+    assert not (workdir / "results").exists()
+
+
+def test_requests_never_exceed_a_node(tmp_path):
+    config = {**slurm_config(cpus_per_node=2, mem_mb_per_node=6000)}
+    config["distances"] = {"float": ["cosine"], "binary": ["hamming"]}
+    _, jobs = slurm_dry_run(copy_workflow(tmp_path, config, profiles=True))
+    for job in jobs:
+        assert job["threads"] <= 2 and int(job["resources"]["mem_mb"]) <= 6000, job
+    extract = next(job for job in jobs if job["rule"].startswith("extract_"))
+    assert extract["threads"] == 2 and int(extract["resources"]["mem_mb"]) == 6000
 
 
 def test_slurm_plugin_turns_the_gpu_resource_into_a_gpus_request():

@@ -53,7 +53,12 @@ def check_devices(config: dict) -> None:
                 f"{section}.device: cuda, but this machine has no visible NVIDIA GPU "
                 "(on a cluster whose nodes have GPUs, set cluster.gpus: true)"
             )
-    if config["benchmark"]["device"] == "cuda" and importlib.util.find_spec("cupy") is None:
+    local = cluster is None  # on a cluster the nodes' environment is not this one
+    if (
+        local
+        and config["benchmark"]["device"] == "cuda"
+        and importlib.util.find_spec("cupy") is None
+    ):
         raise ConfigError(
             "benchmark.device: cuda needs CuPy (pip install 'risbench[gpu]'); or use auto/cpu"
         )

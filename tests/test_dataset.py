@@ -249,6 +249,8 @@ def test_build_samples_bases_and_writes_only_the_chosen(tmp_path):
     roles = built.manifest.set_index("image_id").role
     assert roles[roles == "distractor"].index.tolist() == [s.image_id for s in sources[:2]]
     assert (roles == "base").sum() == 4
+    # every golden photo is usable; the 14 not chosen are counted (the log reports them)
+    assert (built.files, built.usable, len(built.manifest)) == (len(sources), len(sources), 6)
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(roles.index)
 
 

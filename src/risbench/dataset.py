@@ -460,12 +460,14 @@ def _log_build(built: Built, distance: int | None) -> None:
             closest,
         )
     log.info(
-        "kept %d images: %s; %d of %d files skipped, %d duplicates",
+        "kept %d images: %s; %d of %d files skipped, %d duplicates, %d usable images not "
+        "chosen (dataset.bases)",
         len(built.manifest),
         built.manifest["role"].value_counts().to_dict(),
         len(built.skipped),
         built.files,
         len(built.duplicates),
+        built.usable - len(built.manifest) if built.problem is None else 0,
     )
 
 

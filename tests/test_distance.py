@@ -106,7 +106,11 @@ def test_self_distance_is_exactly_zero(distance):
     x[7] = 0  # a zero row (and a constant digest)
     x[8] = x[3]  # a different image with the same descriptor
     d = dist.pairwise(x, x, distance, bits=bits, device="cpu")
-    assert np.all(np.diag(d) == 0.0)
+    diag = np.diag(d).copy()
+    if distance == "rv":  # a constant digest correlates with nothing, itself included
+        assert diag[7] == 1.0
+        diag[7] = 0.0
+    assert np.all(diag == 0.0)
     assert d[3, 8] == 0.0 and d[8, 3] == 0.0
     assert np.all(d >= 0)
     off = d[~np.eye(len(x), dtype=bool)]
@@ -180,3 +184,50 @@ def test_rejects_bad_input():
         dist.pairwise(np.ones((1, 2)), np.ones((1, 2)), "manhattan")
     with pytest.raises(ValueError):
         dist.rv(np.zeros((1, 39), np.uint8), np.zeros((1, 39), np.uint8))
+
+
+def _degenerate_set() -> np.ndarray:
+    """Digests of a 1x5 and a 100x10 image (pHash's all-zero digest: a radon line samples
+    no pixel), a 64x64 image, and a bit-identical copy of the latter."""
+    from PIL import Image
+
+    from risbench import phash
+
+    rng = np.random.default_rng(4)
+    digests = [
+        phash.rv_digest(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)))
+        for w, h in [(1, 5), (100, 10), (64, 64)]
+    ]
+    x = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(3, 40)
+    return np.concatenate([x, x[2:]])
+
+
+def test_degenerate_rv_digests_do_not_match():
+    """Issue 14: two degenerate digests, even bit-identical ones, are at distance 1
+    (pHash's peak 0), not 0; identical normal digests stay at 0."""
+    x = _degenerate_set()
+    assert not x[:2].any() and x[2].any()
+    expected = np.ones((4, 4))
+    expected[2:, 2:] = 0.0
+    assert np.array_equal(dist.rv(x, x, device="cpu"), expected)
+    assert np.array_equal(dist.rv(x[:1], x[:1].copy(), device="cpu"), [[1.0]])
+    assert np.array_equal(1 - ref_rv_peak(x[:2], x), expected[:2])
+    ptr, cols = dist.skip_degenerate_rv(dist.identical_pairs(x, x), x)
+    assert ptr.tolist() == [0, 0, 0, 2, 4] and cols.tolist() == [2, 3, 2, 3]
+
+
+def test_degenerate_rv_digests_in_the_sweep():
+    """The same through the radius sweep (protocol ``all``: every image queries the
+    index it is part of). Groups: a, b (degenerate), x (the 64x64 digest and its copy).
+    At radius 0 only the x pair retrieves each other and themselves: tp 2 + 2, fp 0;
+    the degenerate queries miss even themselves (fn 2). At radius 1 everything is
+    retrieved: tp 1 + 1 + 2 + 2, fp 3 + 3 + 2 + 2."""
+    from risbench import metrics
+
+    x = _degenerate_set()
+    groups = np.array(["a", "b", "x", "x"])
+    radii = np.array([0.0, 0.5, 1.0])
+    result = metrics.sweep(x, groups, x, groups, "rv", radii, query_self=np.arange(4), device="cpu")
+    table = result.table()
+    assert table[["tp", "fp", "fn"]].values.tolist() == [[4, 0, 2], [4, 0, 2], [6, 10, 0]]
+    assert result.distance_stats()["dissimilar"]["min"] == 1.0

@@ -38,6 +38,12 @@ kernels find the (query, index) pairs whose stored rows are *bit-identical*
 So d(x, x) = 0 for every distance, two different images with bit-identical
 descriptors are at distance 0, and every other pair keeps its computed value.
 (Rows equal in value but not in bits, such as 0.0 and -0.0, are not merged.)
+The one exception: **degenerate RV digests** (constant rows,
+:func:`risbench.phash.rv_degenerate`; pHash gives all zeros for images taller
+than about 2.02x their width or wider than about 3.04x their height, and for
+images constant after its blur) correlate with nothing, themselves included:
+pHash's peak is 0, so their distance stays 1, also against an identical
+digest. Otherwise all such images would be perfect matches of one another.
 
 **Determinism.** BLAS results depend on the shape of the call (OpenBLAS and
 cuBLAS pick different kernels for 1, 7 or 512 rows), so the float kernels
@@ -299,6 +305,29 @@ def identical_pairs(queries: np.ndarray, index: np.ndarray) -> tuple[np.ndarray,
     return indptr, cols
 
 
+def skip_degenerate_rv(
+    identical: tuple[np.ndarray, np.ndarray], digests: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``identical`` (CSR from :func:`identical_pairs`) without the pairs whose
+    query row ``digests[q]`` is a degenerate (constant) RV digest.
+
+    Its identical index rows are the same constant digest, whose cross-correlation
+    with anything is undefined: pHash's peak stays 0 (distance 1), so the pair must
+    not become a perfect match."""
+    from risbench.phash import rv_degenerate  # late: phash builds tables on import
+
+    ptr, cols = identical
+    skip = rv_degenerate(digests)
+    if not skip.any():
+        return ptr, cols
+    counts = np.diff(ptr)
+    keep = np.repeat(~skip, counts)
+    counts[skip] = 0
+    new_ptr = np.zeros_like(ptr)
+    np.cumsum(counts, out=new_ptr[1:])
+    return new_ptr, cols[keep]
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -424,8 +453,9 @@ def iter_raw_tiles(
 
     Raw units: differing-bit *counts* for hamming (integers, exact), distances
     for the others. Pairs listed in ``identical`` (CSR from
-    :func:`identical_pairs`) are set to exactly 0. The tile buffer is reused
-    between yields: copy what you keep.
+    :func:`identical_pairs`) are set to exactly 0, except degenerate RV digests
+    (:func:`skip_degenerate_rv`). The tile buffer is reused between yields:
+    copy what you keep.
 
     With ``deferred``, yields ``(start, stop, tile, finish)`` instead, where the
     tile still holds the matrix products and ``finish(a, b)`` turns its rows
@@ -446,6 +476,8 @@ def iter_raw_tiles(
         scratch["pad"] = xp.zeros((block, qp.data.shape[1]), dtype=np.float32)
         scratch["full"] = xp.empty((block, n), dtype=np.float32)
     if identical is not None:
+        if qp.distance == "rv":
+            identical = skip_degenerate_rv(identical, qp.host)
         id_ptr, id_cols = identical
         id_cols_x = xp.asarray(id_cols)
     tile_buf = xp.empty((tile_rows, n), dtype=dtype)
@@ -518,7 +550,8 @@ def iter_distance_tiles(
     as a fraction of the bits, float64) of query rows start:stop against the
     whole index, ``tile`` on the chosen backend. The row count of a tile is
     derived from ``tile_mb`` (or given as ``tile_rows``); memory is
-    O(n·d + tile·n). Identical rows are at exactly 0."""
+    O(n·d + tile·n). Identical rows are at exactly 0 (degenerate RV digests
+    excepted: distance 1, see the module notes)."""
     xp = array_module(device)
     qp, ip = prepare_pair(queries, index, distance, bits=bits, xp=xp)
     ident = identical_pairs(qp.host, ip.host)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_workflow import snakemake
+from workflow_copy import TINY, copy_workflow, load_test_config, snakemake
 
-from risbench import catalog, cli, screening, store
+from risbench import catalog, cli, results, screening, store
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((ROOT / "tests" / "data" / "golden" / "images").glob("*.png"))[:5]
@@ -133,11 +133,11 @@ def test_stage_benchmark_equals_a_benchmark_of_the_smaller_dataset(tmp_path):
     )
     for name, extra in (("full", ["--bases", "2"]), ("small", [])):
         cli.main(
-            ["benchmark", "--protocol", "all", "--distance", "hamming", "--spec", spec]
+            ["benchmark", "--descriptor", "h", "--distance", "hamming", "--spec", spec]
             + args[name]
             + extra
-            + ["--table", str(tmp_path / f"{name}.parquet")]
-            + ["--stats", str(tmp_path / f"{name}.json")]
+            + ["--table", f"all={tmp_path / f'{name}.parquet'}"]
+            + ["--stats", f"all={tmp_path / f'{name}.json'}"]
         )
     full = pd.read_parquet(tmp_path / "full.parquet")
     small = pd.read_parquet(tmp_path / "small.parquet")
@@ -151,19 +151,21 @@ def test_stage_benchmark_equals_a_benchmark_of_the_smaller_dataset(tmp_path):
 
 def stats_file(folder: Path, descriptor, distance, f1, queries=6) -> Path:
     path = folder / f"{descriptor}__{distance}.json"
-    best = {"f1": f1, "radius": 0.25, "precision": f1, "recall": 1.0}
-    path.write_text(
-        json.dumps(
-            {
-                "protocol": "all",
-                "descriptor": descriptor,
-                "distance": distance,
-                "queries": queries,
-                "seconds": 0.5,
-                "best": best,
-            }
-        )
-    )
+    kind = "float" if distance in ("cosine", "euclidean") else "binary"
+    results.BenchmarkStats(
+        protocol="all",
+        descriptor=descriptor,
+        distance=distance,
+        kind=kind,
+        dim=64,
+        bytes_per_image=results.bytes_per_image(64 if kind == "float" else 8, kind),
+        queries=queries,
+        seconds=0.5,
+        best={"f1": f1, "radius": 0.25, "precision": f1, "recall": 1.0},
+        distances={},
+        ranked={},
+        histogram={},
+    ).write(path)
     return path
 
 
@@ -287,33 +289,12 @@ def test_a_stage_table_that_keeps_nothing_is_damaged(tmp_path):
 # --------------------------------------------------------------------------------------
 # the workflow mode
 
-# As tests/test_workflow.py's tiny run, with hashes only: two weak (ahash,
-# colorhash) and two strong (dct, dhash). On 2 bases ahash reaches F1 0.87 and the
-# others 1.0; on 3 bases top_k 2 keeps two of the three left.
-TINY = {
-    "dataset": {"source": "folder", "folder": "photos", "distractors": 1},
-    "modifications": ["blur", "rotate"],
-    "hashes": ["dct", "ahash", "colorhash", "dhash"],
-    "models": {},
-    "extract": {"device": "cpu", "batch_size": 8, "workers": 0},
-    "benchmark": {"protocols": ["all", "single", "distractors"], "device": "cpu"},
-}
-STAGES = {"stages": [{"bases": 2, "min_f1": 0.95}, {"bases": 3, "top_k": 2}]}
+# `.test/config/hashes-only.yaml`: two weak (ahash, colorhash) and two strong (dct,
+# dhash) hashes; its stages: on 2 bases ahash reaches F1 0.87 and the others 1.0;
+# on 3 bases top_k 2 keeps two of the three left.
+HASHES_ONLY = load_test_config("hashes-only")
+STAGES = HASHES_ONLY.pop("screening")
 PROTOCOL_DIRS = ["all", "distractors", "single-original", "single-blur", "single-rotate"]
-
-
-def copy_workflow(workdir: Path, config: dict) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copytree(ROOT / "workflow", workdir / "workflow")
-    shutil.copy(ROOT / "environment.yml", workdir)  # the rules' conda: file
-    (workdir / "config").mkdir()
-    (workdir / "src").symlink_to(ROOT / "src")
-    (workdir / "photos").mkdir()
-    for photo in PHOTOS:
-        shutil.copy(photo, workdir / "photos")
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    return workdir
 
 
 def dry_run(workdir: Path, *args: str) -> tuple[Counter, set[str]]:
@@ -331,19 +312,17 @@ def dry_run(workdir: Path, *args: str) -> tuple[Counter, set[str]]:
 
 
 def test_screening_off_leaves_the_dag_unchanged(tmp_path):
-    from test_workflow import TINY as WORKFLOW_TINY
-
-    plain, _ = dry_run(copy_workflow(tmp_path / "plain", WORKFLOW_TINY))
-    empty = {**WORKFLOW_TINY, "screening": {"stages": []}}
+    plain, _ = dry_run(copy_workflow(tmp_path / "plain", TINY))
+    empty = {**TINY, "screening": {"stages": []}}
     assert plain == dry_run(copy_workflow(tmp_path / "empty", empty))[0]
     assert not {"screen", "screen_benchmark", "screening_table"} & set(plain)
-    # 4 descriptors x 1 distance x (all, distractors, 3 single) tables
-    assert plain["benchmark"] == 20 and plain["summarize"] == 1
+    # 4 descriptors x 1 distance, each job writing every protocol's tables
+    assert plain["benchmark"] == 4 and plain["summarize"] == 1
 
 
 def test_stages_must_grow(tmp_path):
     stages = {"stages": [{"bases": 3, "top_k": 2}, {"bases": 3, "top_k": 1}]}
-    workdir = copy_workflow(tmp_path, {**TINY, "screening": stages})
+    workdir = copy_workflow(tmp_path, {**HASHES_ONLY, "screening": stages})
     done = snakemake(workdir, "--dry-run", check=False)
     assert done.returncode != 0
     assert "screening.stages[1].bases = 3: stages must grow" in done.stdout + done.stderr
@@ -351,7 +330,7 @@ def test_stages_must_grow(tmp_path):
 
 @pytest.mark.slow
 def test_screening_runs_survivors_only(tmp_path):
-    workdir = copy_workflow(tmp_path, {**TINY, "screening": STAGES})
+    workdir = copy_workflow(tmp_path, {**HASHES_ONLY, "screening": STAGES})
     results = workdir / "results"
     # before any checkpoint ran: stage 1 for every pair, no full-size benchmark yet
     jobs, benchmarks = dry_run(workdir)
@@ -370,7 +349,7 @@ def test_screening_runs_survivors_only(tmp_path):
     assert len(survivors) == 2 and not {d for d, _ in survivors} & dropped1
     jobs, benchmarks = dry_run(workdir)
     assert benchmarks == {f"{p}/{d}__{dist}" for p in PROTOCOL_DIRS for d, dist in survivors}
-    assert jobs["benchmark"] == 2 * 5
+    assert jobs["benchmark"] == 2
     # the whole run: survivors in the summary, every stage in the screening table
     snakemake(workdir)
     for descriptor in dropped1:
@@ -387,7 +366,9 @@ def test_screening_runs_survivors_only(tmp_path):
     assert dry_run(workdir) == (Counter(), set())
     # a stricter last stage reruns its checkpoint only, then the summary
     stricter = {"stages": [STAGES["stages"][0], {"bases": 3, "top_k": 1}]}
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump({**TINY, "screening": stricter}))
+    (workdir / "config" / "config.yaml").write_text(
+        yaml.safe_dump({**HASHES_ONLY, "screening": stricter})
+    )
     jobs, _ = dry_run(workdir)
     assert jobs["screen"] == 1
     assert not {"screen_benchmark", "benchmark", "hash"} & set(jobs)

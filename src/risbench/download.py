@@ -79,6 +79,26 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
+def _stream(response, part: Path, mode: str, offset: int, total: int | None, progress: bool):
+    """Writes (``mode`` "wb") or appends ("ab") the response body to ``part``, with a bar."""
+    from tqdm import tqdm
+
+    with (
+        open(part, mode) as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            desc=part.name,
+            disable=not progress,
+        ) as bar,
+    ):
+        while block := response.read(CHUNK):
+            out.write(block)
+            bar.update(len(block))
+
+
 def _download_once(url: str, part: Path, timeout: float, progress: bool) -> None:
     """One request: appends to ``part`` (or restarts it); raises on any interruption."""
     state_path = _sidecar(part)
@@ -130,22 +150,7 @@ def _download_once(url: str, part: Path, timeout: float, progress: bool) -> None
             "total": total,
         }
         _write_json(state_path, state)
-        from tqdm import tqdm
-
-        with (
-            open(part, mode) as out,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                desc=part.name,
-                disable=not progress,
-            ) as bar,
-        ):
-            while block := response.read(CHUNK):
-                out.write(block)
-                bar.update(len(block))
+        _stream(response, part, mode, offset, total, progress)
     size = part.stat().st_size
     if total is not None and size < total:
         raise _Interrupted(f"connection closed at byte {size} of {total}")
@@ -160,51 +165,40 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, OSError | http.client.HTTPException)
 
 
-def fetch(
-    url: str,
-    archive: str | Path,
-    *,
-    sha256: str | None = None,
-    retries: int = 3,
-    timeout: float = 60.0,
-    wait: float = 2.0,
-    progress: bool = True,
-) -> str:
-    """Downloads ``url`` to ``archive`` (resumably, see the module); returns its SHA-256.
-
-    ``retries`` more attempts follow an interruption, each resuming the
-    ``.part`` file, ``wait`` seconds apart (doubling). When they are used up
-    the ``.part`` file stays, and the next call resumes it.
-    """
-    archive = Path(archive)
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    expected = sha256.lower() if sha256 else None
-    part = archive.with_name(archive.name + ".part")
-    if archive.exists():
-        recorded = _read_json(_sidecar(archive))
-        if expected:
-            digest = sha256_file(archive)
-            if digest == expected:
-                log.info("%s already downloaded, sha256 verified", archive)
-                return digest
-            log.info("%s does not match the expected sha256; downloading again", archive)
-        elif recorded.get("url") in (None, url):
-            digest = recorded.get("sha256") or sha256_file(archive)
-            log.warning(
-                "%s already downloaded; NOT verified (no sha256 configured), its sha256 is %s",
-                archive,
-                digest,
-            )
+def _cached(url: str, archive: Path, expected: str | None) -> str | None:
+    """The digest of an archive already there that can be used, or None (it is then
+    deleted: it does not match the checksum, or it came from another URL)."""
+    if not archive.exists():
+        return None
+    recorded = _read_json(_sidecar(archive))
+    if expected:
+        digest = sha256_file(archive)
+        if digest == expected:
+            log.info("%s already downloaded, sha256 verified", archive)
             return digest
-        archive.unlink()
-        _sidecar(archive).unlink(missing_ok=True)
+        log.info("%s does not match the expected sha256; downloading again", archive)
+    elif recorded.get("url") in (None, url):
+        digest = recorded.get("sha256") or sha256_file(archive)
+        log.warning(
+            "%s already downloaded; NOT verified (no sha256 configured), its sha256 is %s",
+            archive,
+            digest,
+        )
+        return digest
+    archive.unlink()
+    _sidecar(archive).unlink(missing_ok=True)
+    return None
 
-    log.info("downloading %s -> %s", url, archive)
+
+def _download_resuming(
+    url: str, part: Path, retries: int, timeout: float, wait: float, progress: bool
+) -> None:
+    """``_download_once`` and up to ``retries`` resumed attempts after interruptions."""
     attempt = 0
     while True:
         try:
             _download_once(url, part, timeout, progress)
-            break
+            return
         except DownloadError:
             raise
         except Exception as error:
@@ -226,6 +220,32 @@ def fetch(
             )
             time.sleep(wait * 2 ** (attempt - 1))
 
+
+def fetch(
+    url: str,
+    archive: str | Path,
+    *,
+    sha256: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    wait: float = 2.0,
+    progress: bool = True,
+) -> str:
+    """Downloads ``url`` to ``archive`` (resumably, see the module); returns its SHA-256.
+
+    ``retries`` more attempts follow an interruption, each resuming the
+    ``.part`` file, ``wait`` seconds apart (doubling). When they are used up
+    the ``.part`` file stays, and the next call resumes it.
+    """
+    archive = Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256.lower() if sha256 else None
+    digest = _cached(url, archive, expected)
+    if digest is not None:
+        return digest
+    log.info("downloading %s -> %s", url, archive)
+    part = archive.with_name(archive.name + ".part")
+    _download_resuming(url, part, retries, timeout, wait, progress)
     digest = sha256_file(part)
     if expected and digest != expected:
         bad = archive.with_name(archive.name + ".bad")

@@ -11,11 +11,15 @@ and on the same data:
   full distance tile (distances computed once per tile, then one pass per
   radius) — what "one pass for all radii" avoids.
 
-and prints engine/gemm and naive/engine. Absolute times depend on the machine
-(and on what else runs on it); the ratios within one run are what matters.
+and prints engine/gemm and naive/engine. With ``--distractors M`` it also
+times protocols ``all`` and ``distractors`` (M extra queries, never indexed)
+as one shared sweep (``metrics.sweep(..., query_sets=...)``) against two
+separate sweeps. Absolute times depend on the machine (and on what else runs
+on it); the ratios within one run are what matters.
 
     python benchmarks/bench_engine.py                       # quick: n=3500, d=2048, 64 bits
     python benchmarks/bench_engine.py --n 3500 7000 14000 --dims 512 1280 2048 --bits 64 576
+    python benchmarks/bench_engine.py --n 3500 --dims 1024 --distractors 500 --no-naive
 """
 
 from __future__ import annotations
@@ -111,7 +115,37 @@ def time_naive(x, groups, distance, radii, bits, tile_mb):
     return time.perf_counter() - t0, tp, ret
 
 
-def main(argv=None) -> int:
+def time_shared(x, groups, distance, radii, bits, tile_mb, distractors: int):
+    """Protocols ``all`` and ``distractors`` (``distractors`` extra queries, never
+    indexed, each its own group): seconds of one shared sweep and of two separate
+    sweeps, and whether they agree."""
+    rng = np.random.default_rng(1)
+    extra = x[rng.integers(0, len(x), distractors)]
+    if distance == "hamming":
+        extra = extra ^ rng.integers(0, 256, extra.shape, dtype=np.uint8)
+    else:
+        extra = np.abs(extra + rng.standard_normal(extra.shape, dtype=np.float32))
+    queries = np.concatenate([x, extra])
+    qgroups = np.concatenate([groups, -1 - np.arange(distractors)])
+    qself = np.concatenate([np.arange(len(x)), np.full(distractors, -1)])
+    kw = dict(bits=bits, tile_mb=tile_mb, device="cpu")
+    t0 = time.perf_counter()
+    alone = metrics.sweep(x, groups, x, groups, distance, radii, query_self=qself[: len(x)], **kw)
+    alone_d = metrics.sweep(x, groups, queries, qgroups, distance, radii, query_self=qself, **kw)
+    t1 = time.perf_counter()
+    sets = {"all": np.arange(len(x)), "distractors": np.arange(len(queries))}
+    shared = metrics.sweep(
+        x, groups, queries, qgroups, distance, radii, query_self=qself, query_sets=sets, **kw
+    )
+    t2 = time.perf_counter()
+    same = all(
+        np.array_equal(shared[k].f1, r.f1) and np.array_equal(shared[k].fp, r.fp)
+        for k, r in (("all", alone), ("distractors", alone_d))
+    )
+    return t2 - t1, t1 - t0, same
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[3500], help="rows (3500 7000 14000)")
     ap.add_argument("--dims", type=int, nargs="+", default=[2048], help="float dims")
@@ -129,56 +163,82 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=3, help="interleaved gemm/engine runs; the minimum counts"
     )
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--distractors",
+        type=int,
+        default=0,
+        help="also time protocols all + distractors (this many distractor queries, default "
+        "grid): one shared sweep against two separate sweeps",
+    )
+    return ap.parse_args(argv)
 
+
+def make_data(distance: str, n: int, width: int, step: float):
+    """(rows, groups, bits, comparison grid, default grid, label) of one configuration."""
+    if distance == "cosine":
+        x, groups = clustered_floats(n, width)
+        radii = metrics.radius_grid("cosine", step=step)
+        return x, groups, None, radii, metrics.radius_grid("cosine"), f"float d={width}"
+    x, groups = clustered_codes(n, width)
+    radii = metrics.radius_grid("hamming", bits=width, step=step / 2)
+    default = metrics.radius_grid("hamming", bits=width)
+    return x, groups, width, radii, default, f"binary {width}b"
+
+
+def fmt(value, width, spec):
+    return f"{value:{width}{spec}}" if value is not None else f"{'-':>{width}}"
+
+
+def bench(args, distance: str, n: int, width: int) -> str:
+    """One configuration: interleaved repeats of gemm and engine (both grids),
+    then the naive sweep and the shared sweep once; the printed row."""
+    x, groups, bits, radii, default, label = make_data(distance, n, width, args.radius_step)
+    engine, engine_default, gemm = [], [], []
+    for _ in range(args.repeat):  # interleaved: load changes hit all alike
+        if distance == "cosine":
+            gemm.append(time_gemm(x))
+        seconds, result = time_engine(x, groups, distance, radii, bits, args.tile_mb)
+        engine.append(seconds)
+        seconds, best = time_engine(x, groups, distance, default, bits, args.tile_mb)
+        engine_default.append(seconds)
+    engine, engine_default = min(engine), min(engine_default)
+    gemm = min(gemm) if gemm else None
+    naive = None
+    if not args.no_naive and n <= args.naive_max_n:
+        naive, tp, ret = time_naive(x, groups, distance, radii, bits, args.tile_mb)
+        if not (np.array_equal(tp, result.tp) and np.array_equal(ret, result.tp + result.fp)):
+            print("  !! naive and engine counts differ", file=sys.stderr)
+    row = (
+        f"{label:>15} {n:6d} {len(radii):5d} {engine:8.2f} {fmt(gemm, 7, '.2f')} "
+        f"{fmt(naive, 8, '.2f')} {fmt(gemm and engine / gemm, 8, '.3f')} "
+        f"{fmt(naive and naive / engine, 9, '.1f')} | "
+        f"{len(default):4d}: {engine_default:6.2f} "
+        f"{fmt(gemm and engine_default / gemm, 8, '.3f')} {best.best()['f1']:7.4f}"
+    )
+    if args.distractors:
+        shared, separate, same = time_shared(
+            x, groups, distance, default, bits, args.tile_mb, args.distractors
+        )
+        row += f" | {shared:8.2f} {separate:8.2f} {shared / separate:6.3f}"
+        if not same:
+            print("  !! shared and separate sweeps differ", file=sys.stderr)
+    return row
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs; times: minimum of {args.repeat} runs")
-    print(
+    header = (
         f"{'data':>15} {'n':>6} {'radii':>5} {'engine s':>8} {'gemm s':>7} {'naive s':>8} "
         f"{'eng/gemm':>8} {'naive/eng':>9} | {'default grid':>12} {'eng/gemm':>8} {'best F1':>7}"
     )
+    if args.distractors:
+        header += f" | {'shared s':>8} {'2 sweeps':>8} {'ratio':>6}"
+    print(header)
     configs = [("cosine", d) for d in args.dims] + [("hamming", b) for b in args.bits]
     for n in args.n:
         for distance, width in configs:
-            if distance == "cosine":
-                x, groups = clustered_floats(n, width)
-                bits = None
-                radii = metrics.radius_grid("cosine", step=args.radius_step)
-                default = metrics.radius_grid("cosine")
-                label = f"float d={width}"
-            else:
-                x, groups = clustered_codes(n, width)
-                bits = width
-                radii = metrics.radius_grid("hamming", bits=bits, step=args.radius_step / 2)
-                default = metrics.radius_grid("hamming", bits=bits)
-                label = f"binary {width}b"
-            engine, engine_default, gemm = [], [], []
-            for _ in range(args.repeat):  # interleaved: load changes hit all alike
-                if distance == "cosine":
-                    gemm.append(time_gemm(x))
-                seconds, result = time_engine(x, groups, distance, radii, bits, args.tile_mb)
-                engine.append(seconds)
-                seconds, best = time_engine(x, groups, distance, default, bits, args.tile_mb)
-                engine_default.append(seconds)
-            engine, engine_default = min(engine), min(engine_default)
-            gemm = min(gemm) if gemm else None
-            naive = None
-            if not args.no_naive and n <= args.naive_max_n:
-                naive, tp, ret = time_naive(x, groups, distance, radii, bits, args.tile_mb)
-                same = np.array_equal(tp, result.tp) and np.array_equal(ret, result.tp + result.fp)
-                if not same:
-                    print("  !! naive and engine counts differ", file=sys.stderr)
-
-            def fmt(value, width, spec):
-                return f"{value:{width}{spec}}" if value is not None else f"{'-':>{width}}"
-
-            print(
-                f"{label:>15} {n:6d} {len(radii):5d} {engine:8.2f} {fmt(gemm, 7, '.2f')} "
-                f"{fmt(naive, 8, '.2f')} {fmt(gemm and engine / gemm, 8, '.3f')} "
-                f"{fmt(naive and naive / engine, 9, '.1f')} | "
-                f"{len(default):4d}: {engine_default:6.2f} "
-                f"{fmt(gemm and engine_default / gemm, 8, '.3f')} {best.best()['f1']:7.4f}",
-                flush=True,
-            )
+            print(bench(args, distance, n, width), flush=True)
     return 0
 
 

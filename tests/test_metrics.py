@@ -15,11 +15,16 @@ from risbench import distance as dist
 # --------------------------------------------------------------------------- reference
 
 
-def brute_force(index, ig, queries, qg, distance, radii, *, bits=None, qself=None, excl=False):
-    """Per query and per radius, with plain loops: the paper's definitions."""
+def brute_force(
+    index, ig, queries, qg, distance, radii, *, bits=None, qself=None, excl=False, rows=None
+):
+    """Per query and per radius, with plain loops: the paper's definitions.
+    ``rows``: score only those queries (of distances computed for all)."""
     d = dist.pairwise(queries, index, distance, bits=bits, device="cpu").astype(np.float64)
+    qself = np.full(len(d), -1) if qself is None else np.asarray(qself)
+    if rows is not None:
+        d, qg, qself = d[rows], np.asarray(qg)[rows], qself[rows]
     nq, n = d.shape
-    qself = np.full(nq, -1) if qself is None else np.asarray(qself)
     out = {k: np.zeros(len(radii)) for k in ("precision", "recall", "f1", "fbeta")}
     counts = {k: np.zeros(len(radii), dtype=np.int64) for k in ("tp", "fp", "fn")}
     for q in range(nq):
@@ -473,3 +478,260 @@ def test_the_gpu_code_path_on_a_numpy_shim(monkeypatch):
             assert_matches(r, ref, counts)
             expected = brute_ranked(d, g, g, np.arange(50), excl, 10)
             assert r.ranked()["micro_ap"] == pytest.approx(expected["micro_ap"], abs=1e-12)
+
+
+def use_numpy_shim(monkeypatch):
+    """Route the sweep through its CuPy branches on a module that is NumPy but not
+    ``numpy`` (whole-tile chunks, bincount counting)."""
+    import types
+
+    shim = types.ModuleType("fakecupy")
+    for name in dir(np):
+        if not name.startswith("__"):
+            setattr(shim, name, getattr(np, name))
+    monkeypatch.setattr(dist, "array_module", lambda device="auto": shim)
+
+
+# --------------------------------------------------------------------------- one step at a time
+
+
+def setup(index, ig, queries, qg, distance, radii, **options):
+    """The accumulator and tile iterator of a sweep (sweep's defaults, on the CPU)."""
+    kw = dict(bits=None, query_self=None, exclude_self=False, tile_mb=256, device="cpu")
+    kw.update(beta=1.0, top_k=10, tile_rows=None, query_sets=None)
+    kw.update(options)
+    return metrics._setup(index, ig, queries, qg, distance, radii, **kw)
+
+
+def first_tile(acc, tiles):
+    start, stop, raw, finish = next(tiles)
+    t = metrics._Tile(start, stop, raw)
+    parts = {name: metrics._Part.of(s.mask, start, stop) for name, s in acc.sets.items()}
+    return t, finish, parts
+
+
+def test_count_step_counts_retrieved_pairs_per_query():
+    """Step 1 alone: retrieved counts per query and radius, row sums, maximum and
+    histogram of all pairs, against the distances of distance.pairwise."""
+    x, g = clustered(12, 6, 16, 2.5, seed=5)
+    radii = metrics.radius_grid("cosine", step=0.01)
+    acc, tiles = setup(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), tile_rows=30)
+    t, finish, parts = first_tile(acc, tiles)
+    acc.count(t, finish, parts)
+    d = dist.pairwise(x[:30], x, "cosine", device="cpu").astype(np.float64)
+    expected = np.stack([(d <= r).sum(axis=1) for r in radii], axis=1)
+    assert np.array_equal(t.cum, expected)
+    part = parts[None]
+    np.testing.assert_allclose(part.rowsum, d.sum(axis=1), rtol=1e-5)
+    assert part.max == d.max()
+    assert np.array_equal(np.cumsum(part.all_hist[:-1]), expected.sum(axis=0))
+    assert part.all_hist.sum() == d.size
+
+
+@pytest.mark.parametrize("excl", [False, True])
+def test_relevant_step_counts_true_positives_and_the_query_itself(excl):
+    """Step 2 alone: tp per query and radius; the query's own pair is relevant,
+    or under exclude_self neither retrieved nor relevant."""
+    x, g = clustered(12, 6, 16, 2.5, seed=6)
+    n = len(x)
+    radii = metrics.radius_grid("cosine", step=0.01)
+    acc, tiles = setup(x, g, x, g, "cosine", radii, query_self=np.arange(n), exclude_self=excl)
+    t, finish, parts = first_tile(acc, tiles)
+    acc.count(t, finish, parts)
+    acc.relevant(t, parts)
+    d = dist.pairwise(x, x, "cosine", device="cpu").astype(np.float64)
+    if excl:
+        np.fill_diagonal(d, np.inf)
+    rel = g[:, None] == g[None, :]
+    tp = np.stack([((d <= r) & rel).sum(axis=1) for r in radii], axis=1)
+    ret = np.stack([(d <= r).sum(axis=1) for r in radii], axis=1)
+    assert np.array_equal(t.tp, tp) and np.array_equal(t.cum, ret)
+    off_diagonal = rel.sum() - n  # similar pairs: same group, not the query itself
+    assert parts[None].sim_hist.sum() == off_diagonal and parts[None].self_hist.sum() == n
+
+
+def test_scores_step_by_hand():
+    """Step 6 alone on hand-made counts, radii 0, 1, 2, β = 2. Query A (2
+    relevant) retrieves 0, 1, 3 with tp 0, 1, 2; query B (none relevant)
+    retrieves 0, 0, 2. P: A 1, 1, 2/3; B 1, 1, 0. R: A 0, 1/2, 1; B 1, 1, 1.
+    F1 = 2tp/(ret+rel): A 0, 2/3, 4/5; B 1, 1, 0 (both empty: 1).
+    Fβ = 5tp/(ret+4rel): A 0, 5/9, 10/11; B 1, 1, 0."""
+    x = np.eye(2, dtype=np.float32)
+    acc, _ = setup(x, ["A", "C"], x, ["A", "B"], "cosine", [0.0, 1.0, 2.0], beta=2.0)
+    totals = acc.sets[None]
+    t = metrics._Tile(0, 2, raw=None)
+    t.cum = np.array([[0.0, 1.0, 3.0], [0.0, 0.0, 2.0]])
+    t.tp = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    part = metrics._Part.of(np.ones(2, dtype=bool), 0, 2)
+    totals.add_scores(t, part, np.array([2.0, 0.0]), np.empty((2, 3)))
+    np.testing.assert_allclose(totals.sums["precision"], [2, 2, 2 / 3], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(totals.sums["recall"], [1, 1.5, 2], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(totals.sums["f1"], [1, 5 / 3, 4 / 5], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(totals.sums["fbeta"], [1, 14 / 9, 10 / 11], rtol=0, atol=1e-15)
+    assert totals.tp_sum.tolist() == [0, 1, 2] and totals.ret_sum.tolist() == [0, 1, 5]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "hamming"])
+def test_top_step_keeps_the_exact_top_k(distance):
+    """Steps 1, 2, 4 and 7 (the top k) tile by tile, against a full sort."""
+    rng = np.random.default_rng(8)
+    if distance == "hamming":
+        x, bits = np.packbits(rng.integers(0, 2, (60, 16), dtype=np.uint8), axis=1), 16
+        radii = metrics.radius_grid("hamming", bits=16, max_radius=0.25)  # many k-th beyond
+    else:
+        x, bits = rng.standard_normal((60, 8)).astype(np.float32), None
+        radii = metrics.radius_grid("cosine", step=0.05, max_radius=0.5)
+    g = rng.integers(0, 20, 60)
+    acc, tiles = setup(x, g, x, g, distance, radii, bits=bits, top_k=4, tile_rows=16)
+    for start, stop, raw, finish in tiles:
+        t = metrics._Tile(start, stop, raw)
+        parts = {None: metrics._Part.of(acc.sets[None].mask, start, stop)}
+        acc.count(t, finish, parts)
+        acc.relevant(t, parts)
+        parts[None].lowest = acc.p.R + 1  # no dissimilar candidates: the top k alone
+        acc.top(acc.candidates(t, parts))
+    d = dist.pairwise(x, x, distance, bits=bits, device="cpu").astype(np.float64)
+    assert np.array_equal(acc.topk_d, np.sort(d, axis=1)[:, :4])
+
+
+# --------------------------------------------------------------------------- query sets
+
+
+def assert_same_result(a, b):
+    """Every field of two results, bit for bit."""
+    assert a.queries == b.queries and a.distance == b.distance and a.beta == b.beta
+    assert np.array_equal(a.radii, b.radii)
+    for k in ("precision", "recall", "f1", "fbeta", "tp", "fp", "fn"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+        assert getattr(a, k).dtype == getattr(b, k).dtype, k
+    for k in ("similar_hist", "dissimilar_hist"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert a.distance_stats() == b.distance_stats()
+    assert a.ranked() == b.ranked()
+    assert a.best() == b.best()
+    assert a.table().equals(b.table())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "shim"])
+@pytest.mark.parametrize("distance", ["cosine", "hamming"])
+def test_query_sets_equal_separate_sweeps(distance, backend, monkeypatch):
+    """One pass scoring ``all`` (the first n queries, each in the index) and
+    ``distractors`` (every query; the last 30 are never indexed and have nothing
+    relevant) gives each, bit for bit, what a separate sweep gives. Sizes such
+    that ``all`` ends inside a chunk of the binning, where a matrix-vector
+    product over the whole chunk would round some row sums differently."""
+    if backend == "shim":
+        use_numpy_shim(monkeypatch)
+    rng = np.random.default_rng(9)
+    if distance == "hamming":
+        codes = rng.integers(0, 2, (150, 64), dtype=np.uint8)
+        g = rng.integers(0, 150, 1030)
+        x, bits = np.packbits(codes[g] ^ (rng.random((1030, 64)) < 0.1), axis=1), 64
+    else:
+        x, g = clustered(148, 6, 8, 2.5, seed=9)  # 1036 rows
+        x, g, bits = x[:1030], g[:1030], None
+    radii = metrics.radius_grid(distance, bits=bits)
+    for n, excl in ((1000, False), (1000, True), (1030, False)):  # the last: no distractors
+        qself = np.where(np.arange(1030) < n, np.arange(1030), -1)
+        groups = np.where(np.arange(1030) < n, g, -1 - np.arange(1030))  # distractors: alone
+        kw = dict(bits=bits, exclude_self=excl, beta=2.0, device="cpu")
+        index, ig = x[:n], groups[:n]
+        sets = {"all": np.arange(n), "distractors": np.ones(1030, dtype=bool)}
+        both = metrics.sweep(
+            index, ig, x, groups, distance, radii, query_self=qself, query_sets=sets, **kw
+        )
+        assert list(both) == ["all", "distractors"]
+        separate = {
+            "all": metrics.sweep(index, ig, index, ig, distance, radii, query_self=qself[:n], **kw),
+            "distractors": metrics.sweep(
+                index, ig, x, groups, distance, radii, query_self=qself, **kw
+            ),
+        }
+        for name, result in both.items():
+            assert_same_result(result, separate[name])
+        assert both["all"].seconds == both["distractors"].seconds > 0
+
+
+@SETTINGS
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_any_query_set_matches_brute_force(p, seed):
+    """Random query sets (masks and positions, any order) scored in one pass:
+    each as the brute force scores just its queries (on the same distances: a
+    set's separate sweep would put its queries in other matrix-product blocks,
+    whose rounding may differ in the last bit)."""
+    nq = len(p["queries"])
+    rng = np.random.default_rng(seed)
+    sets = {
+        "mask": rng.random(nq) < 0.5,
+        "positions": rng.permutation(nq)[: rng.integers(1, nq + 1)],
+    }
+    if not sets["mask"].any():
+        sets["mask"][rng.integers(nq)] = True
+    results = metrics.sweep(
+        p["index"],
+        p["ig"],
+        p["queries"],
+        p["qg"],
+        p["distance"],
+        p["radii"],
+        bits=p["bits"],
+        query_self=p["qself"],
+        exclude_self=p["excl"],
+        tile_rows=p["tile_rows"],
+        beta=math.sqrt(3),
+        top_k=p["top_k"],
+        device="cpu",
+        query_sets=sets,
+    )
+    for name, chosen in sets.items():
+        rows = np.flatnonzero(chosen) if chosen.dtype == bool else np.sort(chosen)
+        r = results[name]
+        args = (p["index"], p["ig"], p["queries"], p["qg"], p["distance"], p["radii"])
+        ref, counts, d = brute_force(
+            *args, bits=p["bits"], qself=p["qself"], excl=p["excl"], rows=rows
+        )
+        assert_matches(r, ref, counts)
+        assert r.queries == rows.size
+        sim, dis = brute_pairs(d, p["ig"], p["qg"][rows], p["qself"][rows])
+        for block, values in ((r.similar, sim), (r.dissimilar, dis)):
+            assert block["count"] == len(values)
+            if len(values):
+                assert block["min"] == values.min() and block["max"] == values.max()
+                assert block["mean"] == pytest.approx(values.mean(), rel=1e-6, abs=1e-9)
+        expected = brute_ranked(d, p["ig"], p["qg"][rows], p["qself"][rows], p["excl"], p["top_k"])
+        for key, value in expected.items():
+            assert r.ranked()[key] == (None if value is None else pytest.approx(value, abs=1e-12))
+
+
+def test_query_sets_reject_bad_sets():
+    x = np.eye(4, dtype=np.float32)
+    g = np.arange(4)
+    for sets, words in (
+        ({"a": []}, "'a' has no queries"),
+        ({"b": np.zeros(4, dtype=bool)}, "'b' has no queries"),
+        ({"c": [0, 4]}, "'c': positions must lie in 0..3"),
+        ({"d": [1, 1]}, "'d' repeats a query"),
+        ({"e": np.ones(3, dtype=bool)}, "'e': a mask needs 4 flags"),
+        ({"f": [0.5]}, "'f': positions must be integers"),
+        ({}, "names no set"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            metrics.sweep(x, g, x, g, "cosine", [0.1], device="cpu", query_sets=sets)
+
+
+def test_each_query_set_finds_its_own_nearest_dissimilar_pair():
+    """Two one-query sets in one tile, top 1: q0 = 0 has its nearest dissimilar
+    image at 0.5, q1 = 100 at 3; q1's own candidates (its nearest: itself) must
+    reach 3, not stop at q0's 0.5."""
+    index = np.array([[0.0], [100.0], [0.5], [103.0]], dtype=np.float32)
+    ig = np.array(["A", "B", "C", "D"])
+    radii = metrics.radius_grid("euclidean", step=0.25, max_radius=200.0)
+    sets = {"q0": [0], "q1": [1]}
+    r = metrics.sweep(
+        index, ig, index[:2], ig[:2], "euclidean", radii, query_self=[0, 1], top_k=1,
+        device="cpu", query_sets=sets,
+    )  # fmt: skip
+    d = dist.pairwise(index[:2], index, "euclidean", device="cpu")
+    assert r["q0"].dissimilar["min"] == d[0, 2] and r["q1"].dissimilar["min"] == d[1, 3]
+    assert r["q0"].dissimilar["max"] == d[0, 3] and r["q1"].dissimilar["max"] == d[1, 0]
+    assert r["q0"].queries == r["q1"].queries == 1

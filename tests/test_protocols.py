@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
-from test_metrics import assert_matches, brute_force
+from test_metrics import assert_matches, assert_same_result, brute_force
 
 from risbench import metrics, protocols
 
@@ -177,3 +179,114 @@ def test_hamming_protocol_and_bits():
     assert r.best()["f1"] > 0.5
     with pytest.raises(ValueError):
         protocols.run(catalog, codes, "all", "hamming", bits=64, device="cpu")
+
+
+# --------------------------------------------------------------------------- run_many
+
+
+def catalog_of(n, m, dim, *, binary=False, distractor_scale=1.0, seed=1):
+    """n base images in the three VARIANTS plus m distractors; float vectors
+    (distractors scaled by ``distractor_scale``) or ``dim``-byte codes."""
+    rows = [
+        {"image_id": f"b{i}", "variant": v, "group": f"b{i}", "role": role}
+        for v, role in zip(VARIANTS, ["base", "modified", "modified"], strict=True)
+        for i in range(n)
+    ]
+    rows[n:n] = [
+        {"image_id": f"d{j}", "variant": "original", "group": f"d{j}", "role": "distractor"}
+        for j in range(m)
+    ]
+    catalog = pd.DataFrame(rows)
+    catalog["path"] = catalog["variant"] + "/" + catalog["image_id"] + ".png"
+    catalog.insert(0, "row", range(len(catalog)))
+    rng = np.random.default_rng(seed)
+    if binary:
+        bits = rng.integers(0, 2, (n + m, 8 * dim), dtype=np.uint8)
+        flips = {v: rng.random((n, 8 * dim)) < 0.08 * k for k, v in enumerate(VARIANTS)}
+        matrices = {v: np.packbits(bits[:n] ^ flips[v], axis=1) for v in VARIANTS}
+        matrices["original"] = np.packbits(
+            np.concatenate([bits[:n] ^ flips["original"], bits[n:]]), axis=1
+        )
+        return catalog, matrices
+    base = np.abs(rng.standard_normal((n + m, dim))).astype(np.float32)
+    base[n:] *= distractor_scale
+    matrices = {"original": base}
+    for k, v in enumerate(VARIANTS[1:], 1):
+        matrices[v] = base[:n] + k * 0.6 * np.abs(rng.standard_normal((n, dim))).astype(np.float32)
+    return catalog, matrices
+
+
+def count_sweeps(monkeypatch):
+    """Record, per call of metrics.sweep, whether it scored several query sets."""
+    calls = []
+    sweep = metrics.sweep
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("query_sets") is not None)
+        return sweep(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "sweep", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "distance, binary, tile_mb",
+    [
+        ("cosine", False, 256),
+        ("cosine", False, 0.4),
+        ("hamming", True, 256),
+        ("euclidean", False, 256),
+    ],
+)
+@pytest.mark.parametrize("excl", [False, True])
+def test_run_many_equals_run(distance, binary, tile_mb, excl, monkeypatch):
+    """Every protocol's result (tables byte for byte, statistics, ranked metrics)
+    is run()'s; ``all`` and ``distractors`` come out of one sweep. 200 bases:
+    600 indexed images, 650 queries; ``all`` ends inside a tile (default tile:
+    512 rows; 0.4 MB: 6 rows)."""
+    catalog, matrices = catalog_of(200, 50, 16 if not binary else 8, binary=binary)
+    names = ["single-blur", "all", "distractors", "single-original", "all"]
+    kw = dict(exclude_self=excl, tile_mb=tile_mb, device="cpu", top_k=5, beta=2.0)
+    calls = count_sweeps(monkeypatch)
+    many = protocols.run_many(catalog, matrices, names, distance, **kw)
+    assert list(many) == ["single-blur", "all", "distractors", "single-original"]
+    assert calls == [True, False, False]  # one shared sweep, then the two single ones
+    assert many["all"].seconds == many["distractors"].seconds
+    for name, result in many.items():
+        alone = protocols.run(catalog, matrices, name, distance, **kw)
+        assert_same_result(result, alone)
+        a, b = io.BytesIO(), io.BytesIO()
+        result.table().to_parquet(a, index=False)
+        alone.table().to_parquet(b, index=False)
+        assert a.getvalue() == b.getvalue()
+
+
+def test_run_many_runs_all_and_distractors_apart_when_their_grids_differ(monkeypatch):
+    """Euclidean without radius_max: each protocol's grid reaches twice its
+    largest norm, so distractors three times longer give ``distractors`` a
+    longer grid than ``all``: two sweeps, each still run()'s result."""
+    catalog, matrices = catalog_of(30, 10, 8, distractor_scale=3.0)
+    calls = count_sweeps(monkeypatch)
+    many = protocols.run_many(catalog, matrices, ["all", "distractors"], "euclidean", device="cpu")
+    assert calls == [False, False]
+    assert many["distractors"].radii[-1] > many["all"].radii[-1]
+    for name, result in many.items():
+        assert_same_result(
+            result, protocols.run(catalog, matrices, name, "euclidean", device="cpu")
+        )
+    del calls[:]
+    shared = protocols.run_many(
+        catalog, matrices, ["all", "distractors"], "euclidean", radius_max=40.0, device="cpu"
+    )
+    assert calls == [True]  # one grid for both: one sweep
+    assert shared["all"].queries == 90 and shared["distractors"].queries == 100
+
+
+def test_run_many_rejects_bad_protocols_before_any_sweep(monkeypatch):
+    catalog, matrices = make_catalog()
+    calls = count_sweeps(monkeypatch)
+    with pytest.raises(ValueError, match="unknown protocol 'some'"):
+        protocols.run_many(catalog, matrices, ["all", "some"], "cosine", device="cpu")
+    with pytest.raises(ValueError, match="no protocol"):
+        protocols.run_many(catalog, matrices, [], "cosine", device="cpu")
+    assert calls == []

@@ -136,6 +136,46 @@ def euclidean_max_radius(index: np.ndarray, queries: np.ndarray) -> float:
     return 2.0 * largest if largest > 0 else 2.0
 
 
+def _grid(distance, index, queries, bits, radius_step, radius_max) -> np.ndarray:
+    """The radius grid of a protocol (see :func:`run`)."""
+    if distance == "euclidean" and radius_max is None:
+        radius_max = euclidean_max_radius(index, queries)
+    if radius_max is not None and not math.isfinite(float(radius_max)):
+        raise ValueError("radius_max must be finite")
+    return metrics.radius_grid(distance, bits=bits, step=radius_step, max_radius=radius_max)
+
+
+def sweep_inputs(
+    catalog: pd.DataFrame,
+    matrices: dict,
+    protocol: str,
+    distance: str,
+    *,
+    bits: int | None = None,
+    radius_step: float | None = None,
+    radius_max: float | None = None,
+) -> dict:
+    """The data arguments of :func:`risbench.metrics.sweep` for one protocol:
+    ``index``, ``index_groups``, ``queries``, ``query_groups``, ``radii``,
+    ``bits`` (hamming: 8 × bytes unless given) and ``query_self``."""
+    chosen = select(catalog, protocol)
+    index = gather(catalog, matrices, chosen["index"])
+    same = chosen["queries"] is chosen["index"]
+    queries = index if same else gather(catalog, matrices, chosen["queries"])
+    groups = catalog["group"].to_numpy()
+    if distance == "hamming" and bits is None:
+        bits = 8 * index.shape[1]
+    return {
+        "index": index,
+        "index_groups": groups[chosen["index"]],
+        "queries": queries,
+        "query_groups": groups[chosen["queries"]],
+        "radii": _grid(distance, index, queries, bits, radius_step, radius_max),
+        "bits": bits,
+        "query_self": chosen["query_self"],
+    }
+
+
 def run(
     catalog: pd.DataFrame,
     matrices: dict,
@@ -157,30 +197,68 @@ def run(
     ``radius_max``; for euclidean without ``radius_max`` its maximum is
     :func:`euclidean_max_radius` of the data, with the default step rounded to
     a power of two (about 1024 steps)."""
-    chosen = select(catalog, protocol)
-    index = gather(catalog, matrices, chosen["index"])
-    same = chosen["queries"] is chosen["index"]
-    queries = index if same else gather(catalog, matrices, chosen["queries"])
-    groups = catalog["group"].to_numpy()
-    if distance == "hamming" and bits is None:
-        bits = 8 * index.shape[1]
-    if distance == "euclidean" and radius_max is None:
-        radius_max = euclidean_max_radius(index, queries)
-    if radius_max is not None and not math.isfinite(float(radius_max)):
-        raise ValueError("radius_max must be finite")
-    radii = metrics.radius_grid(distance, bits=bits, step=radius_step, max_radius=radius_max)
-    return metrics.sweep(
-        index,
-        groups[chosen["index"]],
-        queries,
-        groups[chosen["queries"]],
-        distance,
-        radii,
-        bits=bits,
-        query_self=chosen["query_self"],
-        exclude_self=exclude_self,
-        tile_mb=tile_mb,
-        device=device,
-        beta=beta,
-        top_k=top_k,
+    grid = {"bits": bits, "radius_step": radius_step, "radius_max": radius_max}
+    inputs = sweep_inputs(catalog, matrices, protocol, distance, **grid)
+    options = {"tile_mb": tile_mb, "device": device, "beta": beta, "top_k": top_k}
+    return metrics.sweep(distance=distance, exclude_self=exclude_self, **inputs, **options)
+
+
+def run_many(
+    catalog: pd.DataFrame,
+    matrices: dict,
+    protocol_names,
+    distance: str,
+    *,
+    bits: int | None = None,
+    radius_step: float | None = None,
+    radius_max: float | None = None,
+    exclude_self: bool = False,
+    tile_mb: float = 256,
+    device: str = "auto",
+    beta: float = 1.0,
+    top_k: int = 10,
+) -> dict[str, metrics.SweepResult]:
+    """Every protocol of ``protocol_names`` for one descriptor and distance:
+    ``{protocol: result}`` in the order given, each result identical to
+    :func:`run`'s (same options).
+
+    ``all`` and ``distractors``, when both are asked, come out of one sweep:
+    ``all``'s queries are the first queries of ``distractors`` against the same
+    index (:func:`risbench.metrics.sweep` with ``query_sets``), unless their
+    radius grids differ (euclidean without ``radius_max``, when a distractor
+    has the largest norm): then each runs its own. ``single-*`` protocols run
+    their own (small) sweeps. ``seconds``: the time of the sweep that produced
+    the result, so the shared sweep's time is reported on both ``all`` and
+    ``distractors``."""
+    names = list(dict.fromkeys(protocol_names))
+    if not names:
+        raise ValueError("no protocol to run")
+    for name in names:
+        parse(name)
+    grid = {"bits": bits, "radius_step": radius_step, "radius_max": radius_max}
+    options = {"exclude_self": exclude_self, "tile_mb": tile_mb, "device": device}
+    options.update(beta=beta, top_k=top_k)
+    results = {}
+    if "all" in names and "distractors" in names:
+        results = _all_and_distractors(catalog, matrices, distance, grid, options)
+    for name in names:
+        if name not in results:
+            results[name] = run(catalog, matrices, name, distance, **grid, **options)
+    return {name: results[name] for name in names}
+
+
+def _all_and_distractors(catalog, matrices, distance, grid: dict, options: dict) -> dict:
+    """``all`` and ``distractors`` from one sweep over ``distractors``' queries
+    (``all``'s come first: see :func:`select`); empty when their grids differ."""
+    inputs = sweep_inputs(catalog, matrices, "distractors", distance, **grid)
+    index = inputs["index"]
+    first = select(catalog, "distractors")["queries"][: len(index)]
+    if not np.array_equal(select(catalog, "all")["queries"], first):
+        return {}  # (select puts the distractor queries last: never here)
+    all_grid = _grid(
+        distance, index, index, inputs["bits"], grid["radius_step"], grid["radius_max"]
     )
+    if not np.array_equal(all_grid, inputs["radii"]):
+        return {}
+    sets = {"all": np.arange(len(index)), "distractors": np.arange(len(inputs["queries"]))}
+    return metrics.sweep(distance=distance, query_sets=sets, **inputs, **options)

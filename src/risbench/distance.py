@@ -27,7 +27,7 @@ Distances (the paper's definitions):
   tiny vectors next to large ones) are not resolved; descriptors of one scale,
   as CNN features are, are not affected.
 - ``rv``: 1 − peak cross-correlation of 40-byte Radial Variance digests
-  (:func:`risbench.phash.rv_peak`, pHash's ``ph_crosscorr``), computed on the
+  (:func:`risbench.rvcompare.rv_peak`, pHash's ``ph_crosscorr``), computed on the
   host in float64.
 
 **Identical rows are at distance exactly 0.** A float32 product of a
@@ -39,7 +39,7 @@ So d(x, x) = 0 for every distance, two different images with bit-identical
 descriptors are at distance 0, and every other pair keeps its computed value.
 (Rows equal in value but not in bits, such as 0.0 and -0.0, are not merged.)
 The one exception: **degenerate RV digests** (constant rows,
-:func:`risbench.phash.rv_degenerate`; pHash gives all zeros for images taller
+:func:`risbench.rvcompare.rv_degenerate`; pHash gives all zeros for images taller
 than about 2.02x their width or wider than about 3.04x their height, and for
 images constant after its blur) correlate with nothing, themselves included:
 pHash's peak is 0, so their distance stays 1, also against an identical
@@ -314,7 +314,7 @@ def skip_degenerate_rv(
     Its identical index rows are the same constant digest, whose cross-correlation
     with anything is undefined: pHash's peak stays 0 (distance 1), so the pair must
     not become a perfect match."""
-    from risbench.phash import rv_degenerate  # late: phash builds tables on import
+    from risbench.rvcompare import rv_degenerate
 
     ptr, cols = identical
     skip = rv_degenerate(digests)
@@ -418,7 +418,7 @@ def _to_distance(qp: Prepared, ip: Prepared, s, q0: int) -> None:
 
 
 def _rv_peak():
-    from risbench.phash import rv_peak
+    from risbench.rvcompare import rv_peak
 
     return rv_peak
 

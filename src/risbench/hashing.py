@@ -167,12 +167,9 @@ def store_attrs(method: HashMethod, variant: str | None) -> dict:
 def _log_degenerate_rv(codes, paths: list[str]) -> None:
     """Counts (and names) the images whose RV digest is degenerate: pHash gives
     them a constant digest that matches nothing (design.md, Radial Variance)."""
-    from risbench import phash
+    from risbench.rvcompare import rv_degenerate
 
-    degenerate = getattr(phash, "rv_degenerate", None)
-    if degenerate is None or not len(codes):
-        return
-    flags = degenerate(codes)
+    flags = rv_degenerate(codes)
     for path in (p for p, bad in zip(paths, flags, strict=True) if bad):
         log.warning("rv: degenerate digest (matches no image): %s", path)
     log.info("rv: %d of %d digests degenerate", int(flags.sum()), len(paths))

@@ -277,6 +277,7 @@ class _Problem:
     igc: np.ndarray  # group code of each index row
     qgc: np.ndarray  # group code of each query
     query_self: np.ndarray  # per query, its index position or -1
+    has_self: np.ndarray  # per query, whether it is in the index
     rel_rows: np.ndarray  # relevant (query, index) pairs other than the query itself,
     rel_cols: np.ndarray  # sorted by query then index position
     rel_ptr: np.ndarray  # CSR: the pairs of query q are rel_ptr[q]:rel_ptr[q + 1]
@@ -288,10 +289,6 @@ class _Problem:
     @property
     def R(self) -> int:
         return len(self.radii) - 1
-
-    @property
-    def has_self(self) -> np.ndarray:
-        return self.query_self >= 0
 
     @property
     def scale(self) -> float:
@@ -345,7 +342,7 @@ def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -
     query_self = _self_positions(query_self, n, igc, qgc)
     rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups)
     rel_ptr = _csr(rel_rows, nq)
-    self_counted = (query_self >= 0) & (not options["exclude_self"])
+    has_self = query_self >= 0
     return _Problem(
         radii=radii,
         bits=ip.bits,
@@ -354,10 +351,11 @@ def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -
         igc=igc,
         qgc=qgc,
         query_self=query_self,
+        has_self=has_self,
         rel_rows=rel_rows,
         rel_cols=rel_cols,
         rel_ptr=rel_ptr,
-        nrel=np.diff(rel_ptr) + self_counted,
+        nrel=np.diff(rel_ptr) + (has_self & (not options["exclude_self"])),
         **options,
     )
 
@@ -627,11 +625,12 @@ class _Candidates:
 class _TileAccumulator:
     """The sweep's state between tiles; :meth:`add` runs its steps on one tile.
 
-    Shared by every query set (per query): 1 :meth:`count` (bin and count every
-    pair), 2 :meth:`relevant` (relevant and self pairs), 4 :meth:`candidates`,
-    7 :meth:`top` (the exact top k). Per set (:class:`_SetTotals`, on the set's
-    rows of the tile, :class:`_Part`): 3 distance statistics, 5
-    :meth:`extremes` (dissimilar min and max), 6 scores."""
+    Per query, shared by every query set: 1 :meth:`count` (bin and count every
+    pair), 2 :meth:`relevant` (relevant and self pairs), 4 :meth:`candidates`
+    and 7 :meth:`top` (the exact top k). Per query set, on its rows of the tile
+    (:class:`_Part`): 3 :meth:`_SetTotals.add_distances` (distance statistics),
+    5 :meth:`extremes` (dissimilar min and max) and 6
+    :meth:`_SetTotals.add_scores` (P, R, F sums)."""
 
     def __init__(self, problem: _Problem, xp, tile_rows: int, masks: dict):
         p = self.p = problem
@@ -901,13 +900,16 @@ def sweep(
     ``beta``: the β of Fβ (> 0); ``top_k``: depth of the ranked metrics.
 
     ``query_sets``: several results from one pass, ``{name: queries}`` with
-    the queries of each set as a boolean mask or as positions in ``queries``;
-    returns ``{name: SweepResult}``, each as a sweep over just that set's
-    queries would give: counts, histograms, extremes, quartiles and ranked
-    metrics exactly; the means (P, R, F1, Fβ, distance means) bit for bit when
-    the set is a prefix of the queries (e.g. protocol ``all`` as the first rows
-    of ``distractors``: the tiles then line up), else to rounding (the sums
-    group the queries differently). ``seconds`` is the shared pass's time.
+    each set's queries as a boolean mask or as positions in ``queries`` (in
+    any order: a set is those queries, in the order of ``queries``); returns
+    ``{name: SweepResult}``, each scoring just its set's queries on this pass's
+    distances. A set that is a prefix of the queries (protocol ``all`` as the
+    first queries of ``distractors``) gets, bit for bit, the result of a
+    separate sweep over those queries: tiles, chunks and matrix-product blocks
+    line up. A separate sweep over another set would put its queries in other
+    blocks (products may round a distance differently in the last bit) and add
+    the means in another order. ``seconds``: the shared pass's time, on every
+    result.
 
     Also measured in the same pass: the exact distance distributions of
     similar and dissimilar pairs (:meth:`SweepResult.distance_stats`,
@@ -948,7 +950,7 @@ def _setup(index, index_groups, queries, query_groups, distance, radii, **kw):
     xp = dist.array_module(kw["device"])
     radii, top_k = _check_options(radii, kw["beta"], kw["top_k"])
     qp, ip = dist.prepare_pair(queries, index, distance, bits=kw["bits"], xp=xp)
-    options = {"exclude_self": kw["exclude_self"], "beta": kw["beta"], "top_k": top_k}
+    options = {"exclude_self": kw["exclude_self"], "beta": float(kw["beta"]), "top_k": top_k}
     problem = _problem(
         qp, ip, index_groups, query_groups, kw["query_self"], radii, distance=distance, **options
     )

@@ -19,12 +19,8 @@ import os
 import re
 from pathlib import Path
 
-DISTANCES_BY_KIND = {
-    "binary": ("hamming",),
-    "rv": ("rv",),
-    "float": ("cosine", "angular", "euclidean"),
-}
-DISTANCES = tuple(name for names in DISTANCES_BY_KIND.values() for name in names)
+from risbench.distance import DISTANCES, DISTANCES_BY_KIND  # noqa: F401 - the workflow reads them here
+
 # Names that become file names and command-line words (variants, descriptors,
 # model keys): letters, digits and _ . + - only, so no shell or path trick passes.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")

@@ -62,8 +62,11 @@ from functools import lru_cache
 
 import numpy as np
 
-DISTANCES = ("hamming", "cosine", "angular", "euclidean", "rv")
 FLOAT_DISTANCES = ("cosine", "angular", "euclidean")
+# The distances of each descriptor kind: the one list the config, the schema
+# check and the workflow's wildcards read.
+DISTANCES_BY_KIND = {"binary": ("hamming",), "rv": ("rv",), "float": FLOAT_DISTANCES}
+DISTANCES = ("hamming", *FLOAT_DISTANCES, "rv")
 RV_BYTES = 40
 
 # Fixed GEMM block: at most this many query rows, and at most KERNEL_MB of

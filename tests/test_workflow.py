@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from workflow_copy import ROOT, TINY, copy_workflow, job_counts, scheduled, snakemake, write_config
 
 from risbench import store
@@ -205,3 +206,57 @@ def test_parse_is_light(tmp_path):
         assert heavy not in imported, f"parsing imports {heavy}"
     peak_mb = int(done.stdout.split()[-1]) / 1024
     assert peak_mb < 300, f"parsing peaks at {peak_mb:.0f} MB"
+
+
+# ------------------------------------------------------------------ bad configs (issue 14)
+
+
+@pytest.mark.parametrize("key", ["m$(touch PWNED)", "my net"])
+def test_a_model_key_cannot_reach_a_shell(tmp_path, key):
+    config = {**TINY, "models": {key: TINY["models"]["mobilenet_v2"]}}
+    workdir = copy_workflow(tmp_path, config)
+    done = snakemake(workdir, check=False)
+    assert done.returncode != 0
+    assert "does not match" in done.stdout + done.stderr and key in done.stdout + done.stderr
+    assert not (workdir / "PWNED").exists() and not (workdir / "results").exists()
+    assert not (workdir / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("hashes: [dct]\nhashes: [mh]\n", "line 2: duplicate key 'hashes'"),
+        ("hashes: !!python/object/apply:os.system ['touch PWNED']\n", "YAML tags"),
+    ],
+)
+def test_a_config_file_is_read_strictly_before_any_job(tmp_path, text, message):
+    workdir = copy_workflow(tmp_path, TINY)
+    (workdir / "config" / "config.yaml").write_text(text)
+    done = snakemake(workdir, "--dry-run", check=False)
+    assert done.returncode != 0 and message in done.stdout + done.stderr
+    # a user's own file, given with --configfile, gets the duplicate-key check too
+    if "duplicate" in message:
+        (workdir / "mine.yaml").write_text(text)
+        done = snakemake(workdir, "--dry-run", "--configfile", "mine.yaml", check=False)
+        assert done.returncode != 0 and "mine.yaml, line 2: duplicate key" in done.stdout
+    assert not (workdir / "PWNED").exists() and not (workdir / "results").exists()
+
+
+def test_a_users_config_file_decides_the_whole_run(tmp_path):
+    """The README's own-images command: `--configfile my.yaml` replaces the
+    default config instead of merging into it (no default models, sweep or
+    distractors survive), and so does the job command a cluster job runs."""
+    workdir = copy_workflow(tmp_path, TINY)
+    (workdir / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    mine = {"dataset": {"source": "folder", "folder": "photos"}, "hashes": ["dct"]}
+    mine["modifications"] = ["blur"]
+    (workdir / "my.yaml").write_text(yaml.safe_dump(mine))
+    for option in ("--configfile", "--configfiles"):  # the latter: a cluster job's
+        done = snakemake(workdir, "--dry-run", option, "my.yaml")
+        assert job_counts(done.stdout) == Counter(
+            {"dataset": 1, "modify": 1, "hash": 2, "catalog": 1, "benchmark": 1}
+            | {"summarize": 1, "default": 1}
+        )
+        assert "rotate" not in done.stdout and "extract_" not in done.stdout
+        # every photo is a base: no distractor protocol, no distractor in the index
+        assert "results/benchmark/distractors/" not in done.stdout

@@ -36,12 +36,13 @@ from .models import (
     WeightsUnavailable,
     aliases_for,
     build_network,
+    descriptor_names,
+    descriptor_plan,
     preprocessing,
     resolve_spec,
     resolve_tap,
     resolve_weights,
     sha256_file,
-    slug,
 )
 
 __all__ = [
@@ -88,29 +89,12 @@ def check_weights(model_key: str, spec: dict) -> None:
 
 
 def plan(model_key: str, spec: dict | ModelSpec) -> list[Descriptor]:
-    """The descriptors of a model entry, in a fixed order: layer, then pooling, then norm."""
+    """The descriptors of a model entry, in the order of :func:`models.descriptor_plan`."""
     s = resolve_spec(model_key, spec)
-    taps = {layer: resolve_tap(s, layer) for layer in s.layers}
-    unknown = tuple(layer for layer, tap in taps.items() if tap.resolved_kind() is None)
-    shapes = _meta_shapes(s, unknown) if unknown else {}
-    out: list[Descriptor] = []
-    for layer, tap in taps.items():
-        kind = tap.resolved_kind() or ("vector" if len(shapes[layer]) == 1 else "map")
-        base = f"{s.key}_{slug(layer)}"
-        for pool in s.pooling if kind == "map" else (None,):
-            for norm in s.normalize:
-                name = base + (f"_{pool}" if pool else "") + ("_norm_l2" if norm == "l2" else "")
-                out.append(Descriptor(name, layer, tap, pool, norm))
-    names = [d.name for d in out]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"model {model_key!r}: duplicate descriptor names {dup}")
-    return out
-
-
-def descriptor_names(model_key: str, spec: dict) -> list[str]:
-    """Descriptor names of a model entry, in a fixed order (layer, pooling, normalisation)."""
-    return [d.name for d in plan(model_key, spec)]
+    return [
+        Descriptor(name, layer, resolve_tap(s, layer), pool, norm)
+        for name, layer, pool, norm in descriptor_plan(s.key, s)
+    ]
 
 
 # ---------------------------------------------------------------------- layer taps
@@ -252,7 +236,7 @@ def _shapes(model, s: ModelSpec, layers, size: int, device) -> dict[str, tuple[i
 
 
 @functools.lru_cache(maxsize=32)
-def _meta_shapes(s: ModelSpec, layers: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+def meta_shapes(s: ModelSpec, layers: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     size = preprocessing(s).input_size
     model = build_network(s, WeightsRef("random", "random"), size, device="meta")
     return _shapes(model, s, layers, size, "meta")
@@ -269,7 +253,7 @@ def tap_shapes(
     s = resolve_spec(model_key, spec)
     layers = tuple(layers or s.layers)
     if device == "meta":
-        return dict(_meta_shapes(s, layers))
+        return dict(meta_shapes(s, layers))
     prep = preprocessing(s)
     model = build_network(s, resolve_weights(s), prep.input_size, device=device)
     return _shapes(model, s, layers, prep.input_size, device)
@@ -466,7 +450,7 @@ class Extractor:
         return outs
 
     def widths(self) -> dict[str, int]:
-        shapes = _meta_shapes(self.spec, tuple(self.layers))
+        shapes = meta_shapes(self.spec, tuple(self.layers))
         return {d.name: _width(shapes[d.layer], d.pooling is not None) for d in self.wanted}
 
     def attrs(self) -> dict[str, dict]:

@@ -149,13 +149,22 @@ def _mobilenet_v2_aliases() -> dict[str, Tap]:
     return {"features": Tap("features", kind="map")}
 
 
-def _build_alias_table() -> dict[tuple[str, str], dict[str, Tap]]:
-    from torchvision.models.vgg import cfgs
+# torchvision's VGG layer configurations (``torchvision.models.vgg.cfgs``; the
+# paper's configurations A, B, D, E), copied so that reading the alias table
+# imports no torch: tests/test_features.py checks they equal torchvision's.
+VGG_CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M"] + [256] * 3 + ["M"] + ([512] * 3 + ["M"]) * 2,
+    "vgg19": [64, 64, "M", 128, 128, "M"] + [256] * 4 + ["M"] + ([512] * 4 + ["M"]) * 2,
+}
 
+
+def _build_alias_table() -> dict[tuple[str, str], dict[str, Tap]]:
     table: dict[tuple[str, str], dict[str, Tap]] = {}
-    for name, key in (("vgg11", "A"), ("vgg13", "B"), ("vgg16", "D"), ("vgg19", "E")):
-        table["torchvision", name] = _vgg_aliases(cfgs[key], batch_norm=False)
-        table["torchvision", name + "_bn"] = _vgg_aliases(cfgs[key], batch_norm=True)
+    for name, layers in VGG_CONFIGS.items():
+        table["torchvision", name] = _vgg_aliases(layers, batch_norm=False)
+        table["torchvision", name + "_bn"] = _vgg_aliases(layers, batch_norm=True)
     for name, blocks in (
         ("resnet50", [3, 4, 6, 3]),
         ("resnet101", [3, 4, 23, 3]),
@@ -364,6 +373,46 @@ def resolve_tap(spec: ModelSpec, layer: str) -> Tap:
     """The alias's tap, or the layer taken as a module path (validated when the model is built)."""
     aliases = aliases_for(spec.source, spec.arch)
     return aliases.get(layer.lower()) or Tap(layer)
+
+
+def layer_kinds(spec: ModelSpec) -> dict[str, str]:
+    """Layer -> "map" (pooled) or "vector". Alias-table layers are known without
+    torch; a module path's kind needs the architecture, built on torch's meta
+    device (no weights, no memory), so only such configs pay for importing torch."""
+    kinds = {layer: resolve_tap(spec, layer).resolved_kind() for layer in spec.layers}
+    unknown = tuple(layer for layer, kind in kinds.items() if kind is None)
+    if unknown:
+        from risbench.features import meta_shapes
+
+        shapes = meta_shapes(spec, unknown)
+        kinds.update({layer: "vector" if len(shapes[layer]) == 1 else "map" for layer in unknown})
+    return kinds
+
+
+def descriptor_plan(
+    model_key: str, spec: dict | ModelSpec
+) -> list[tuple[str, str, str | None, str]]:
+    """(name, layer, pooling, normalisation) of every descriptor of a model entry,
+    in a fixed order: layer, then pooling, then normalisation. Names:
+    ``{model}_{layer}_{pool}[_norm_l2]`` for maps, ``{model}_{layer}[_norm_l2]`` for vectors."""
+    s = resolve_spec(model_key, spec)
+    out = []
+    for layer, kind in layer_kinds(s).items():
+        base = f"{s.key}_{slug(layer)}"
+        for pool in s.pooling if kind == "map" else (None,):
+            for norm in s.normalize:
+                name = base + (f"_{pool}" if pool else "") + ("_norm_l2" if norm == "l2" else "")
+                out.append((name, layer, pool, norm))
+    names = [row[0] for row in out]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"model {model_key!r}: duplicate descriptor names {dup}")
+    return out
+
+
+def descriptor_names(model_key: str, spec: dict | ModelSpec) -> list[str]:
+    """Descriptor names of a model entry, in a fixed order (layer, pooling, normalisation)."""
+    return [row[0] for row in descriptor_plan(model_key, spec)]
 
 
 # ------------------------------------------------------------------------- weights

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from risbench.jobtime import compute
+
 log = logging.getLogger("risbench")
 
 
@@ -70,20 +72,21 @@ def run(
 
     images, matrices, attrs = load(lists, stores, descriptor, bases)
     radius = spec.get("radius", {}).get(distance) or {}
-    swept = protocols.run_many(
-        images,
-        matrices,
-        list(outputs),
-        distance,
-        bits=attrs["dim"] if attrs["kind"] != "float" else None,
-        radius_step=radius.get("step"),
-        radius_max=radius.get("max"),
-        exclude_self=spec["exclude_self"],
-        tile_mb=spec["tile_mb"],
-        device=spec["device"],
-        beta=spec["beta"],
-        top_k=spec["top_k"],
-    )
+    with compute("sweeps"):
+        swept = protocols.run_many(
+            images,
+            matrices,
+            list(outputs),
+            distance,
+            bits=attrs["dim"] if attrs["kind"] != "float" else None,
+            radius_step=radius.get("step"),
+            radius_max=radius.get("max"),
+            exclude_self=spec["exclude_self"],
+            tile_mb=spec["tile_mb"],
+            device=spec["device"],
+            beta=spec["beta"],
+            top_k=spec["top_k"],
+        )
     width = next(iter(matrices.values())).shape[1]
     for protocol, result in swept.items():
         stats = results.BenchmarkStats.from_sweep(

@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
+
+from risbench.jobtime import compute
 
 log = logging.getLogger("risbench")
 
@@ -118,26 +119,9 @@ def cmd_hash(args) -> None:
 
 
 def cmd_hash_store(args) -> None:
-    import pandas as pd
+    from risbench import hashing
 
-    from risbench import hashing, store
-
-    images = pd.read_parquet(args.list)
-    method = hashing.get(args.descriptor)
-    codes = hashing.hash_files(method.name, images["path"].tolist())
-    store.write_store(
-        args.out,
-        codes,
-        {
-            "descriptor": method.name,
-            "kind": method.kind,
-            "dim": method.bits,
-            "method": method.description,
-            "variant": images["variant"].iloc[0] if len(images) else None,
-            "versions": store.package_versions("imagehash", "numpy", "pillow"),
-        },
-    )
-    log.info("%s: %d codes of %d bytes -> %s", method.name, *codes.shape, args.out)
+    hashing.hash_variant(args.list, _pairs(args.store, "--store"))
 
 
 def cmd_extract(args) -> None:
@@ -147,85 +131,34 @@ def cmd_extract(args) -> None:
 
     images = pd.read_parquet(args.list)
     outputs = _pairs(args.store, "--store")
-    features.extract(
-        args.model,
-        json.loads(args.spec),
-        images["path"].tolist(),
-        outputs,
-        device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
+    with compute("model and forward passes"):
+        features.extract(
+            args.model,
+            json.loads(args.spec),
+            images["path"].tolist(),
+            outputs,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
     log.info("%s: %d images -> %d stores", args.model, len(images), len(outputs))
 
 
 def cmd_benchmark(args) -> None:
-    import pandas as pd
+    from risbench import benchmark
 
-    from risbench import catalog, protocols, store
-
-    spec = json.loads(args.spec)
-    # The catalog of just the variants this protocol needs, so that adding a
-    # modification does not invalidate the single-variant benchmarks.
-    lists = _pairs(args.list, "--list")
-    images = catalog.assemble([pd.read_parquet(path) for path in lists.values()])
-    matrices, attrs = {}, {}
-    stores = _pairs(args.store, "--store")
-    if args.bases is not None:  # screening: the first N base groups, read from the full stores
-        from risbench import screening
-
-        images, matrices, attrs = screening.load_first_bases(images, stores, args.bases)
-        log.info("first %d base groups: %d images", args.bases, len(images))
-    else:
-        for variant, path in stores.items():
-            matrices[variant], attrs = store.read_store(path)
-    radius = spec.get("radius", {}).get(args.distance) or {}
-    started = time.perf_counter()
-    result = protocols.run(
-        images,
-        matrices,
-        args.protocol,
+    tables, stats = _pairs(args.table, "--table"), _pairs(args.stats, "--stats")
+    if set(tables) != set(stats):
+        raise SystemExit("benchmark: every protocol needs both a --table and a --stats")
+    benchmark.run(
+        args.descriptor,
         args.distance,
-        bits=attrs["dim"] if attrs["kind"] != "float" else None,
-        radius_step=radius.get("step"),
-        radius_max=radius.get("max"),
-        exclude_self=spec["exclude_self"],
-        tile_mb=spec["tile_mb"],
-        device=spec["device"],
-        beta=spec["beta"],
-        top_k=spec["top_k"],
-    )
-    seconds = time.perf_counter() - started
-    table = result.table()
-    table.to_parquet(args.table, index=False)
-    width = next(iter(matrices.values())).shape[1]
-    stats = {
-        "protocol": args.protocol,
-        "descriptor": attrs["descriptor"],
-        "distance": args.distance,
-        "kind": attrs["kind"],
-        "dim": attrs["dim"],
-        "bytes_per_image": width * (4 if attrs["kind"] == "float" else 1),
-        "queries": int(table["queries"].iloc[0]),
-        "seconds": seconds,
-        "best": result.best(),
-        "distances": result.distance_stats(),
-        "ranked": result.ranked(),
-        "histogram": result.histogram().to_dict(orient="list"),
-    }
-    Path(args.stats).write_text(json.dumps(stats, indent=1, default=_json_default))
-    best = stats["best"]
-    log.info(
-        "%s %s %s: best F1 %.4f at radius %.4f (P %.4f, R %.4f), %d queries, %.2f s",
-        args.protocol,
-        attrs["descriptor"],
-        args.distance,
-        best["f1"],
-        best["radius"],
-        best["precision"],
-        best["recall"],
-        stats["queries"],
-        seconds,
+        _pairs(args.list, "--list"),
+        _pairs(args.store, "--store"),
+        {p: benchmark.Outputs(tables[p], stats[p]) for p in tables},
+        json.loads(args.spec),
+        bases=args.bases,
+        run_index=args.run_index,
     )
 
 
@@ -288,16 +221,6 @@ def cmd_summarize(args) -> None:
     log.info("summary of %d run indexes, %d timing files", len(args.runs), len(args.timings))
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="risbench", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -358,10 +281,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_hash)
 
-    p = sub.add_parser("hash-store", help="hash one variant's images into a descriptor store")
-    p.add_argument("--descriptor", required=True)
-    p.add_argument("--list", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("hash-store", help="every configured hash of one variant's images")
+    p.add_argument("--list", required=True, help="the variant's image list (parquet)")
+    p.add_argument("--store", action="append", default=[], help="HASH=PATH, repeated")
     p.set_defaults(func=cmd_hash_store)
 
     p = sub.add_parser("extract", help="CNN features of one variant, one pass per model")
@@ -374,14 +296,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("benchmark", help="radius sweep of one descriptor, distance, protocol")
+    p = sub.add_parser("benchmark", help="radius sweeps of one descriptor and distance")
+    p.add_argument("--descriptor", required=True, help="the descriptor its stores must hold")
+    p.add_argument("--distance", required=True, help="the distance to sweep")
     p.add_argument("--list", action="append", default=[], help="VARIANT=PATH, repeated")
-    p.add_argument("--protocol", required=True)
-    p.add_argument("--distance", required=True)
     p.add_argument("--store", action="append", default=[], help="VARIANT=PATH, repeated")
     p.add_argument("--spec", required=True, help="the config's benchmark section as JSON")
-    p.add_argument("--table", required=True)
-    p.add_argument("--stats", required=True)
+    p.add_argument("--table", action="append", default=[], help="PROTOCOL=PATH (parquet)")
+    p.add_argument("--stats", action="append", default=[], help="PROTOCOL=PATH (JSON)")
+    p.add_argument("--run-index", default=None, help="the run index naming every output")
     p.add_argument(
         "--bases",
         type=int,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from risbench.jobtime import compute
+
 log = logging.getLogger("risbench")
 
 
@@ -142,7 +144,8 @@ def hash_variant(list_path: str | Path, outputs: dict[str, str]) -> None:
 
     images = pd.read_parquet(list_path)
     variant = images["variant"].iloc[0] if len(images) else None
-    codes = hash_files(list(outputs), images["path"].tolist())
+    with compute("hashes"):
+        codes = hash_files(list(outputs), images["path"].tolist())
     for name, path in outputs.items():
         method = get(name)
         if method.kind == "rv":

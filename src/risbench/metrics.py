@@ -474,7 +474,11 @@ class _Part:
 
     def add_chunk(self, x, c0: int, c1: int, rowsum, chunk_max: float, row_sums, xp) -> None:
         """Step 1 for this set: the row sums and maximum of its rows of chunk c0:c1."""
-        lo, hi = np.searchsorted(self.rows, [c0, c1])
+        if isinstance(self.sel, slice):  # (no search: this runs for every chunk)
+            a, b = self.sel.start, self.sel.stop
+            lo, hi = min(max(c0, a), b) - a, min(max(c1, a), b) - a
+        else:
+            lo, hi = np.searchsorted(self.rows, [c0, c1])
         if lo == hi:
             return
         if hi - lo == c1 - c0:

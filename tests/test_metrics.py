@@ -495,7 +495,7 @@ def use_numpy_shim(monkeypatch):
 # --------------------------------------------------------------------------- one step at a time
 
 
-def setup(index, ig, queries, qg, distance, radii, **options):
+def start_sweep(index, ig, queries, qg, distance, radii, **options):
     """The accumulator and tile iterator of a sweep (sweep's defaults, on the CPU)."""
     kw = dict(bits=None, query_self=None, exclude_self=False, tile_mb=256, device="cpu")
     kw.update(beta=1.0, top_k=10, tile_rows=None, query_sets=None)
@@ -515,7 +515,9 @@ def test_count_step_counts_retrieved_pairs_per_query():
     histogram of all pairs, against the distances of distance.pairwise."""
     x, g = clustered(12, 6, 16, 2.5, seed=5)
     radii = metrics.radius_grid("cosine", step=0.01)
-    acc, tiles = setup(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), tile_rows=30)
+    acc, tiles = start_sweep(
+        x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), tile_rows=30
+    )
     t, finish, parts = first_tile(acc, tiles)
     acc.count(t, finish, parts)
     d = dist.pairwise(x[:30], x, "cosine", device="cpu").astype(np.float64)
@@ -535,7 +537,9 @@ def test_relevant_step_counts_true_positives_and_the_query_itself(excl):
     x, g = clustered(12, 6, 16, 2.5, seed=6)
     n = len(x)
     radii = metrics.radius_grid("cosine", step=0.01)
-    acc, tiles = setup(x, g, x, g, "cosine", radii, query_self=np.arange(n), exclude_self=excl)
+    acc, tiles = start_sweep(
+        x, g, x, g, "cosine", radii, query_self=np.arange(n), exclude_self=excl
+    )
     t, finish, parts = first_tile(acc, tiles)
     acc.count(t, finish, parts)
     acc.relevant(t, parts)
@@ -557,7 +561,7 @@ def test_scores_step_by_hand():
     F1 = 2tp/(ret+rel): A 0, 2/3, 4/5; B 1, 1, 0 (both empty: 1).
     Fβ = 5tp/(ret+4rel): A 0, 5/9, 10/11; B 1, 1, 0."""
     x = np.eye(2, dtype=np.float32)
-    acc, _ = setup(x, ["A", "C"], x, ["A", "B"], "cosine", [0.0, 1.0, 2.0], beta=2.0)
+    acc, _ = start_sweep(x, ["A", "C"], x, ["A", "B"], "cosine", [0.0, 1.0, 2.0], beta=2.0)
     totals = acc.sets[None]
     t = metrics._Tile(0, 2, raw=None)
     t.cum = np.array([[0.0, 1.0, 3.0], [0.0, 0.0, 2.0]])
@@ -582,7 +586,7 @@ def test_top_step_keeps_the_exact_top_k(distance):
         x, bits = rng.standard_normal((60, 8)).astype(np.float32), None
         radii = metrics.radius_grid("cosine", step=0.05, max_radius=0.5)
     g = rng.integers(0, 20, 60)
-    acc, tiles = setup(x, g, x, g, distance, radii, bits=bits, top_k=4, tile_rows=16)
+    acc, tiles = start_sweep(x, g, x, g, distance, radii, bits=bits, top_k=4, tile_rows=16)
     for start, stop, raw, finish in tiles:
         t = metrics._Tile(start, stop, raw)
         parts = {None: metrics._Part.of(acc.sets[None].mask, start, stop)}

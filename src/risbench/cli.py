@@ -1,4 +1,4 @@
-"""The ``risbench`` command line: one subcommand per workflow stage, plus ``hash``.
+"""The risbench command line: one subcommand per workflow step, plus ``hash``.
 
 Workflow rules call these subcommands; each takes its slice of the config as
 one JSON argument (``--spec``) so Snakemake sees exactly the parameters a job
@@ -221,18 +221,17 @@ def cmd_summarize(args) -> None:
     log.info("summary of %d run indexes, %d timing files", len(args.runs), len(args.timings))
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="risbench", description=__doc__.splitlines()[0])
-    sub = top.add_subparsers(dest="command", required=True)
+# ------------------------------------------------------------------------ arguments
 
-    p = sub.add_parser("dataset", help="collect, decode and split the source images")
+
+def _dataset_args(p) -> None:
     p.add_argument("--spec", required=True, help="the config's dataset section as JSON")
-    p.add_argument("--images-dir", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--list", required=True, help="the original variant's image list")
-    p.add_argument("--skipped", required=True)
-    p.add_argument("--duplicates", required=True)
-    p.add_argument("--near-duplicates", default=None, help="near-duplicate pairs CSV (output)")
+    p.add_argument("--images-dir", required=True, help="folder of the decoded originals (output)")
+    p.add_argument("--manifest", required=True, help="one row per source image (parquet, output)")
+    p.add_argument("--list", required=True, help="the original variant's image list (output)")
+    p.add_argument("--skipped", required=True, help="files not used, with the reason (CSV)")
+    p.add_argument("--duplicates", required=True, help="exact duplicates dropped (CSV)")
+    p.add_argument("--near-duplicates", default=None, help="near-duplicate pairs (CSV)")
     p.add_argument(
         "--reports-dir",
         default=None,
@@ -244,9 +243,9 @@ def parser() -> argparse.ArgumentParser:
         default="results/download/mirflickr25k",
         help="the unpacked archive (source: mirflickr)",
     )
-    p.set_defaults(func=cmd_dataset)
 
-    p = sub.add_parser("download", help="download (resumable, verified) and unpack an archive")
+
+def _download_args(p) -> None:
     p.add_argument("--url", default=None, help="omitted: unpack the archive already there")
     p.add_argument("--sha256", default=None, help="expected SHA-256; omitted: not verified")
     p.add_argument("--archive", required=True, help="the archive file (.part while downloading)")
@@ -259,44 +258,49 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--retries", type=int, default=3, help="resumed attempts after interruptions")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds without data")
-    p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("modify", help="make one modified variant of the base images")
-    p.add_argument("--variant", required=True)
+
+def _modify_args(p) -> None:
+    p.add_argument("--variant", required=True, help="the variant, e.g. rotate-2 or crop-10+jpeg-30")
     p.add_argument("--originals", required=True, help="the original variant's image list")
-    p.add_argument("--images-dir", required=True)
+    p.add_argument("--images-dir", required=True, help="folder of the modified images (output)")
     p.add_argument("--list", required=True, help="this variant's image list (output)")
-    p.add_argument("--reencode-quality", type=int, default=None)
-    p.set_defaults(func=cmd_modify)
+    p.add_argument(
+        "--reencode-quality",
+        type=int,
+        default=None,
+        help="write every image as JPEG at this quality",
+    )
 
-    p = sub.add_parser("catalog", help="join the variant lists into images.parquet")
-    p.add_argument("--out", required=True)
-    p.add_argument("lists", nargs="+")
-    p.set_defaults(func=cmd_catalog)
 
+def _catalog_args(p) -> None:
+    p.add_argument("--out", required=True, help="the catalog, images.parquet (output)")
+    p.add_argument("lists", nargs="+", help="the variant lists, original first")
+
+
+def _hash_args(p) -> None:
     from risbench.hashing import HASHES
 
-    p = sub.add_parser("hash", help="print the hash of image files: <hex code>\\t<file>")
-    p.add_argument("method", choices=list(HASHES))
-    p.add_argument("files", nargs="+")
-    p.set_defaults(func=cmd_hash)
+    p.add_argument("method", choices=list(HASHES), metavar="METHOD", help=", ".join(HASHES))
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files")
 
-    p = sub.add_parser("hash-store", help="every configured hash of one variant's images")
+
+def _hash_store_args(p) -> None:
     p.add_argument("--list", required=True, help="the variant's image list (parquet)")
     p.add_argument("--store", action="append", default=[], help="HASH=PATH, repeated")
-    p.set_defaults(func=cmd_hash_store)
 
-    p = sub.add_parser("extract", help="CNN features of one variant, one pass per model")
-    p.add_argument("--model", required=True)
+
+def _extract_args(p) -> None:
+    p.add_argument("--model", required=True, help="the model's key in the config")
     p.add_argument("--spec", required=True, help="the model's config entry as JSON")
-    p.add_argument("--list", required=True)
+    p.add_argument("--list", required=True, help="the variant's image list (parquet)")
     p.add_argument("--store", action="append", default=[], help="DESCRIPTOR=PATH, repeated")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.set_defaults(func=cmd_extract)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
 
-    p = sub.add_parser("benchmark", help="radius sweeps of one descriptor and distance")
+
+def _benchmark_args(p) -> None:
     p.add_argument("--descriptor", required=True, help="the descriptor its stores must hold")
     p.add_argument("--distance", required=True, help="the distance to sweep")
     p.add_argument("--list", action="append", default=[], help="VARIANT=PATH, repeated")
@@ -311,10 +315,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="only the first N base groups (and the distractors): a screening stage",
     )
-    p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("screen", help="staged screening (paper 6.4): keep the best pairs")
-    screen = p.add_subparsers(dest="screen_command", required=True)
+
+def _screen_args(p) -> None:
+    screen = p.add_subparsers(
+        dest="screen_command", required=True, metavar="STEP", help="stage or table"
+    )
     q = screen.add_parser("stage", help="one stage's decision from its benchmark stats")
     q.add_argument("--stage", type=int, required=True, help="the stage's number (1, 2, ...)")
     q.add_argument("--bases", type=int, required=True, help="the stage's number of bases")
@@ -327,11 +333,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--stages", nargs="+", required=True, help="stage tables, in stage order")
     q.add_argument("--final", nargs="*", default=[], help="full-run stats (protocol all)")
     q.add_argument("--images", default=None, help="the catalog: the full run's base count")
-    q.add_argument("--csv", required=True)
-    q.add_argument("--markdown", default=None)
+    q.add_argument("--csv", required=True, help="the screening table (CSV, output)")
+    q.add_argument("--markdown", default=None, help="the same table as Markdown (output)")
     q.set_defaults(func=cmd_screen_table)
 
-    p = sub.add_parser("summarize", help="paper tables and figures from benchmark outputs")
+
+def _summarize_args(p) -> None:
     p.add_argument(
         "--runs", nargs="+", required=True, help="the benchmark jobs' run index JSON files"
     )
@@ -339,10 +346,60 @@ def parser() -> argparse.ArgumentParser:
         "--timings", nargs="*", default=[], help="the Snakemake benchmark: files, exactly those"
     )
     p.add_argument("--images", help="the catalog (images.parquet), for the example sheet")
-    p.add_argument("--tables-dir", required=True)
-    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--tables-dir", required=True, help="folder of the tables (output)")
+    p.add_argument("--figures-dir", required=True, help="folder of the figures (output)")
     p.add_argument("--robustness", action="store_true", help="best F1 against strength (sweeps)")
-    p.set_defaults(func=cmd_summarize)
+
+
+# name: (one-line help, arguments, command). For people first, then the steps
+# the workflow's rules run (one per rule).
+FOR_PEOPLE = {
+    "hash": ("print the hash of image files: HEX CODE, a tab, FILE", _hash_args, cmd_hash),
+}
+WORKFLOW_STEPS = {
+    "dataset": ("collect, decode and split the source images", _dataset_args, cmd_dataset),
+    "download": ("download (resumable, verified) and unpack", _download_args, cmd_download),
+    "modify": ("make one modified variant of the base images", _modify_args, cmd_modify),
+    "catalog": ("join the variant lists into images.parquet", _catalog_args, cmd_catalog),
+    "hash-store": ("every configured hash of one variant", _hash_store_args, cmd_hash_store),
+    "extract": ("CNN features of one variant, one pass a model", _extract_args, cmd_extract),
+    "benchmark": ("radius sweeps of a descriptor and distance", _benchmark_args, cmd_benchmark),
+    "screen": ("staged screening (paper 6.4)", _screen_args, None),
+    "summarize": ("paper tables and figures", _summarize_args, cmd_summarize),
+}
+
+
+def _command_list() -> str:
+    def block(title, commands):
+        rows = [f"  {name:<12} {help_}" for name, (help_, _, _) in commands.items()]
+        return "\n".join([title, *rows])
+
+    return "\n\n".join(
+        [
+            block("commands:", FOR_PEOPLE),
+            block("workflow steps (run by the rules):", WORKFLOW_STEPS),
+        ]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    from risbench import __version__
+
+    top = argparse.ArgumentParser(
+        prog="risbench",
+        description="Benchmark image descriptors for reverse image search.",
+        epilog=_command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"risbench {__version__}")
+    sub = top.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
+    for name, (help_, add_arguments, command) in {**FOR_PEOPLE, **WORKFLOW_STEPS}.items():
+        p = sub.add_parser(name, description=help_[0].upper() + help_[1:] + ".")
+        add_arguments(p)
+        if command is not None:
+            p.set_defaults(func=command)
     return top
 
 

@@ -55,6 +55,7 @@ size only changes how the rows are handed out.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -443,6 +444,84 @@ def raw_dtype(distance: str, bits: int | None = None):
     return np.float64 if distance == "rv" else np.float32
 
 
+class _RawTiles:
+    """The state of :func:`iter_raw_tiles`: the fixed blocks the kernels fill, the
+    tiles cut from them, and the finishing step (distances, identical pairs)."""
+
+    def __init__(self, qp: Prepared, ip: Prepared, tile_rows: int, identical) -> None:
+        xp = self.xp = qp.xp
+        self.qp, self.ip, n = qp, ip, ip.n
+        dtype = raw_dtype(qp.distance, qp.bits)
+        self.block = block = kernel_rows(n, xp)
+        tile_rows = int(min(tile_rows, max(qp.n, 1)))
+        if tile_rows >= block:
+            tile_rows -= tile_rows % block  # whole blocks: computed in place, no copies
+        self.tile_rows = tile_rows
+        self.is_float = qp.distance in FLOAT_DISTANCES
+        self.scratch = {}
+        if self.is_float:
+            self.scratch["pad"] = xp.zeros((block, qp.data.shape[1]), dtype=np.float32)
+            self.scratch["full"] = xp.empty((block, n), dtype=np.float32)
+        if identical is not None and qp.distance == "rv":
+            identical = skip_degenerate_rv(identical, qp.host)
+        self.identical = identical
+        if identical is not None:
+            self.id_cols_x = xp.asarray(identical[1])
+        self.tile_buf = xp.empty((tile_rows, n), dtype=dtype)
+        self.block_buf = xp.empty((block, n), dtype=dtype) if tile_rows < block else None
+        self.cached = -1
+
+    def compute(self, b0: int, b1: int, out) -> None:
+        qp, ip = self.qp, self.ip
+        if qp.distance == "hamming":
+            _hamming_block(qp, b0, b1, ip, out)
+        elif qp.distance == "rv":
+            _rv_block(qp, b0, b1, ip, self.block, out)
+        else:
+            _gemm_block(qp, b0, b1, ip, self.block, out, self.scratch)
+
+    def _cached_block(self, k: int) -> tuple[int, int]:
+        """Fills the block buffer with block k (unless it holds it); its rows."""
+        b0, b1 = k * self.block, min(self.qp.n, (k + 1) * self.block)
+        if self.cached != k:
+            self.compute(b0, b1, self.block_buf[: b1 - b0])
+            self.cached = k
+        return b0, b1
+
+    def tile(self, start: int, stop: int):
+        """The raw products or counts of query rows start:stop."""
+        block = self.block
+        if self.block_buf is None:  # tile = whole blocks
+            tile = self.tile_buf[: stop - start]
+            for b0 in range(start, stop, block):
+                b1 = min(stop, b0 + block)
+                self.compute(b0, b1, tile[b0 - start : b1 - start])
+            return tile
+        first, last = start // block, (stop - 1) // block
+        if first == last:
+            self._cached_block(first)
+            return self.block_buf[start - first * block : stop - first * block]
+        tile = self.tile_buf[: stop - start]
+        for k in range(first, last + 1):
+            b0, b1 = self._cached_block(k)
+            lo, hi = max(start, b0), min(stop, b1)
+            tile[lo - start : hi - start] = self.block_buf[lo - b0 : hi - b0]
+        return tile
+
+    def finish(self, tile, start: int, a: int, b: int) -> None:
+        """Rows a:b of a tile starting at query row ``start`` become distances."""
+        part = tile[a:b]
+        if self.is_float:
+            _to_distance(self.qp, self.ip, part, start + a)
+        if self.identical is not None:
+            id_ptr = self.identical[0]
+            i0, i1 = int(id_ptr[start + a]), int(id_ptr[start + b])
+            if i1 > i0:
+                counts = np.diff(id_ptr[start + a : start + b + 1])
+                rows = np.repeat(np.arange(b - a), counts)
+                part[self.xp.asarray(rows), self.id_cols_x[i0:i1]] = 0
+
+
 def iter_raw_tiles(
     qp: Prepared,
     ip: Prepared,
@@ -464,78 +543,16 @@ def iter_raw_tiles(
     tile still holds the matrix products and ``finish(a, b)`` turns its rows
     a:b into distances in place (so that a caller can do it chunk by chunk,
     while the rows are in cache). Every row must be finished exactly once."""
-    xp = qp.xp
-    nq, n = qp.n, ip.n
     if tile_rows < 1:
         raise ValueError("tile_rows must be at least 1")
-    dtype = raw_dtype(qp.distance, qp.bits)
-    block = kernel_rows(n, xp)
-    tile_rows = int(min(tile_rows, max(nq, 1)))
-    if tile_rows >= block:
-        tile_rows -= tile_rows % block  # whole blocks: computed in place, no copies
-    is_float = qp.distance in FLOAT_DISTANCES
-    scratch = {}
-    if is_float:
-        scratch["pad"] = xp.zeros((block, qp.data.shape[1]), dtype=np.float32)
-        scratch["full"] = xp.empty((block, n), dtype=np.float32)
-    if identical is not None:
-        if qp.distance == "rv":
-            identical = skip_degenerate_rv(identical, qp.host)
-        id_ptr, id_cols = identical
-        id_cols_x = xp.asarray(id_cols)
-    tile_buf = xp.empty((tile_rows, n), dtype=dtype)
-    block_buf = xp.empty((block, n), dtype=dtype) if tile_rows < block else None
-    cached = -1
-
-    def compute(b0: int, b1: int, out) -> None:
-        if qp.distance == "hamming":
-            _hamming_block(qp, b0, b1, ip, out)
-        elif qp.distance == "rv":
-            _rv_block(qp, b0, b1, ip, block, out)
-        else:
-            _gemm_block(qp, b0, b1, ip, block, out, scratch)
-
-    for start in range(0, nq, tile_rows):
-        stop = min(nq, start + tile_rows)
-        if block_buf is None:  # tile = whole blocks
-            tile = tile_buf[: stop - start]
-            for b0 in range(start, stop, block):
-                b1 = min(stop, b0 + block)
-                compute(b0, b1, tile[b0 - start : b1 - start])
-        else:
-            first, last = start // block, (stop - 1) // block
-            if first == last:
-                if cached != first:
-                    b0 = first * block
-                    b1 = min(nq, b0 + block)
-                    compute(b0, b1, block_buf[: b1 - b0])
-                    cached = first
-                tile = block_buf[start - first * block : stop - first * block]
-            else:
-                tile = tile_buf[: stop - start]
-                for k in range(first, last + 1):
-                    b0, b1 = k * block, min(nq, (k + 1) * block)
-                    if cached != k:
-                        compute(b0, b1, block_buf[: b1 - b0])
-                        cached = k
-                    lo, hi = max(start, b0), min(stop, b1)
-                    tile[lo - start : hi - start] = block_buf[lo - b0 : hi - b0]
-
-        def finish(a: int, b: int, tile=tile, start=start) -> None:
-            part = tile[a:b]
-            if is_float:
-                _to_distance(qp, ip, part, start + a)
-            if identical is not None:
-                i0, i1 = int(id_ptr[start + a]), int(id_ptr[start + b])
-                if i1 > i0:
-                    counts = np.diff(id_ptr[start + a : start + b + 1])
-                    rows = np.repeat(np.arange(b - a), counts)
-                    part[xp.asarray(rows), id_cols_x[i0:i1]] = 0
-
+    tiles = _RawTiles(qp, ip, tile_rows, identical)
+    for start in range(0, qp.n, tiles.tile_rows):
+        stop = min(qp.n, start + tiles.tile_rows)
+        tile = tiles.tile(start, stop)
         if deferred:
-            yield start, stop, tile, finish
+            yield start, stop, tile, functools.partial(tiles.finish, tile, start)
         else:
-            finish(0, stop - start)
+            tiles.finish(tile, start, 0, stop - start)
             yield start, stop, tile
 
 

@@ -126,7 +126,8 @@ def test_stage_benchmark_equals_a_benchmark_of_the_smaller_dataset(tmp_path):
             # first in original, then the bases in order)
             matrix = codes[variant][: len(frame)]
             zarr_path = tmp_path / name / f"{variant}.zarr"
-            store.write_store(zarr_path, matrix, {"descriptor": "h", "kind": "binary", "dim": 64})
+            attrs = {"descriptor": "h", "kind": "binary", "dim": 64, "variant": variant}
+            store.write_store(zarr_path, matrix, attrs)
             args[name] += ["--list", f"{variant}={path}", "--store", f"{variant}={zarr_path}"]
     spec = json.dumps(
         {"exclude_self": False, "tile_mb": 16, "device": "cpu", "beta": 1.0, "top_k": 3}

@@ -42,13 +42,18 @@ def load(lists: dict[str, str], stores: dict[str, str], descriptor: str, bases: 
             f"variants with a list {sorted(lists)} and a store {sorted(stores)} differ"
         )
     images = catalog.assemble([pd.read_parquet(path) for path in lists.values()])
-    rows = images["variant"].value_counts().to_dict()
-    positions = None
     if bases is not None:
-        images, positions = screening.first_bases(images, bases)
-        log.info("first %d base groups: %d images", bases, len(images))
+        subset = screening.load_first_bases(
+            images, stores, bases, descriptor=descriptor, check_variant=True
+        )
+        log.info("first %d base groups: %d images", bases, len(subset[0]))
+        return subset
+    counts = images["variant"].value_counts()
     matrices, attrs = store.read_stores(
-        stores, descriptor=descriptor, rows={v: rows.get(v, 0) for v in stores}, positions=positions
+        stores,
+        descriptor=descriptor,
+        rows={v: int(counts.get(v, 0)) for v in stores},
+        check_variant=True,
     )
     return images, matrices, attrs
 

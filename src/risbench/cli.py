@@ -140,6 +140,7 @@ def cmd_extract(args) -> None:
             device=args.device,
             batch_size=args.batch_size,
             workers=args.workers,
+            variant=images["variant"].iloc[0] if len(images) else None,
         )
     log.info("%s: %d images -> %d stores", args.model, len(images), len(outputs))
 

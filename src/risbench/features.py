@@ -474,16 +474,19 @@ def extract(
     batch_size: int = 32,
     workers: int = 2,
     progress: bool = True,
+    variant: str | None = None,
 ) -> None:
     """Extracts the descriptors named in ``out_paths`` in one forward pass per batch.
 
     ``out_paths`` maps descriptor names (a subset of ``descriptor_names``) to store
-    paths; each store gets one float32 row per image, in ``image_paths`` order.
+    paths; each store gets one float32 row per image, in ``image_paths`` order, and
+    records ``variant`` (the image variant they are of) when given.
     Stores are published atomically when complete; on any error none is left behind.
     """
     ex = Extractor(model_key, spec, list(out_paths), device=device)
     paths = {d.name: str(out_paths[d.name]) for d in ex.wanted}
-    sink = store.MultiStoreWriter(paths, len(image_paths), ex.attrs())
+    attrs = {name: {**a, "variant": variant} for name, a in ex.attrs().items()}
+    sink = store.MultiStoreWriter(paths, len(image_paths), attrs)
     cuda = ex.runtime.device.type == "cuda"
     pending: deque = deque()
 

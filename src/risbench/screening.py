@@ -98,8 +98,7 @@ def load_first_bases(
 
     Every store must hold as many rows as its variant has in ``catalog`` and
     agree with the first on descriptor, kind and dim (or with those given);
-    ``check_variant``: each must also record its own variant (hash stores do,
-    CNN stores not yet)."""
+    ``check_variant``: each must also record its own variant."""
     subset, rows = first_bases(catalog, bases)
     counts = catalog["variant"].value_counts()
     matrices, attrs = store.read_stores(

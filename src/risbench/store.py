@@ -430,8 +430,8 @@ def read_stores(
     and the first store's attributes. ``descriptor``, ``kind`` and ``dim`` default
     to the first store's, so every store must agree with it; ``rows`` gives each
     variant's expected row count, ``positions`` the rows to read (default: all),
-    and ``check_variant`` asks each store to record its own variant (off by default:
-    hash stores record it, CNN stores written by ``features.extract`` do not yet)."""
+    and ``check_variant`` asks each store to record its own variant (hash and CNN
+    stores written by risbench do; the benchmark asks for it)."""
     if not stores:
         raise ValueError("read_stores: no stores given")
     matrices, first = {}, None

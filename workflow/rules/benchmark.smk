@@ -18,7 +18,9 @@ rule benchmark:
     benchmark:
         benchmark_timing("{descriptor}", "{distance}")
     conda:
-        CONDA_ENV
+        "../envs/cupy.yaml"
+        if placement.uses_gpu(config, "benchmark")
+        else "../envs/risbench.yaml"
     threads: lambda wildcards: 1 if wildcards.distance == "hamming" else threads(4)
     resources:
         gpu=int(placement.uses_gpu(config, "benchmark")),

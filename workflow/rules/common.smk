@@ -23,8 +23,11 @@ PROTOCOLS = risbench_config.protocols(config)
 HASHES = list(config["hashes"])
 # Relative to the working directory, as Snakemake expects of input paths.
 SRC = os.path.relpath(Path(workflow.current_basedir).parents[1] / "src" / "risbench")
-# For --use-conda; the supported install is scripts/install.sh (README).
-CONDA_ENV = "../../environment.yml"
+# The rules' conda environments (workflow/envs/) install this checkout in their
+# post-deploy script, which Snakemake runs with this process's environment.
+os.environ.update(
+    RISBENCH_ROOT=os.path.abspath(Path(workflow.current_basedir).parents[1])
+)
 
 
 def code(*modules):

@@ -15,7 +15,7 @@ rule download_mirflickr:
         "logs/download_mirflickr.log",
     localrule: True
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     params:
         url=config["dataset"]["url"],
         sha256=(
@@ -54,7 +54,7 @@ rule dataset:
     benchmark:
         "results/timings/dataset.tsv"
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
@@ -79,7 +79,7 @@ rule catalog:
     log:
         "logs/catalog.log",
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=lambda wildcards, attempt: 15 * attempt,

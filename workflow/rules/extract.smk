@@ -16,7 +16,7 @@ for model_key, model_spec in config["models"].items():
         benchmark:
             f"results/timings/extract/{model_key}/{{variant}}.tsv"
         conda:
-            CONDA_ENV
+            "../envs/torch.yaml"
         threads: threads(max(4, config["extract"]["workers"] + 1))
         resources:
             gpu=int(placement.uses_gpu(config, "extract")),

@@ -13,7 +13,7 @@ if HASHES:
         benchmark:
             "results/timings/hash/{variant}.tsv"
         conda:
-            CONDA_ENV
+            "../envs/risbench.yaml"
         resources:
             mem_mb=mem_mb(4000),
             runtime=runtime(120),

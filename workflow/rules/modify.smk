@@ -12,7 +12,7 @@ rule modify:
     wildcard_constraints:
         variant=alternation(MODIFIED),
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime(120),

@@ -57,7 +57,7 @@ rule summarize:
         "logs/summarize.log",
     localrule: True
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     params:
         robustness=(
             "--robustness"

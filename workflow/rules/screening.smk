@@ -21,7 +21,9 @@ rule screen_benchmark:
     wildcard_constraints:
         stage=r"[1-9]\d*",
     conda:
-        CONDA_ENV
+        "../envs/cupy.yaml"
+        if placement.uses_gpu(config, "benchmark")
+        else "../envs/risbench.yaml"
     threads: lambda wildcards: 1 if wildcards.distance == "hamming" else threads(4)
     resources:
         gpu=int(placement.uses_gpu(config, "benchmark")),
@@ -54,7 +56,7 @@ checkpoint screen:
         stage=r"[1-9]\d*",
     localrule: True
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     params:
         bases=lambda w: screening_stages()[int(w.stage) - 1]["bases"],
         rule=lambda w: " ".join(
@@ -100,7 +102,7 @@ rule screening_table:
         "logs/screening/table.log",
     localrule: True
     conda:
-        CONDA_ENV
+        "../envs/risbench.yaml"
     shell:
         "risbench screen table --stages {input.stages} --final {input.final}"
         " --images {input.images:q} --csv {output.csv:q} --markdown {output.markdown:q} 2> {log:q}"

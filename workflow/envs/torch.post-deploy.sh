@@ -1,0 +1,1 @@
+risbench.post-deploy.sh

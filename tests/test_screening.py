@@ -308,7 +308,8 @@ def dry_run(workdir: Path, *args: str) -> tuple[Counter, set[str]]:
         match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
         if match and match[1] != "total":
             counts[match[1]] = int(match[2])
-    benchmarks = set(re.findall(r"results/benchmark/([\w-]+/\w+)\.json", out))
+    found = re.findall(r"results/benchmark/([\w-]+/\w+)\.json", out)
+    benchmarks = {b for b in found if not b.startswith("runs/")}  # run indexes
     return counts, benchmarks
 
 

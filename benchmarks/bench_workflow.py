@@ -105,12 +105,15 @@ def in_job_compute(workdir: Path) -> tuple[float, str]:
     return sum(s for s in seconds if s), "benchmark sweeps only (stats seconds)"
 
 
-def measure(checkout: Path, config: Path, cores: int) -> dict:
+def measure(checkout: Path, config: Path, cores: int, keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_workflow_") as scratch:
         workdir = Path(scratch)
         copy_workflow(checkout, config, workdir)
         wall, scheduler, total = run_snakemake(workdir, checkout, cores)
         compute, source = in_job_compute(workdir)
+        if keep is not None:  # the tables and benchmark outputs, to compare runs
+            for part in ("tables", "benchmark"):
+                shutil.copytree(workdir / "results" / part, keep / part, dirs_exist_ok=True)
         return {
             "checkout": str(checkout),
             "wall_s": round(wall, 1),
@@ -141,8 +144,14 @@ def main() -> None:
         help="the config to run (default: the default reproduction run)",
     )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy each run's tables under KEEP/1, KEEP/2, ..."
+    )
     args = parser.parse_args()
-    rows = [measure(c.resolve(), args.config.resolve(), args.cores) for c in args.checkout]
+    rows = [
+        measure(c.resolve(), args.config.resolve(), args.cores, args.keep and args.keep / str(i))
+        for i, c in enumerate(args.checkout, start=1)
+    ]
     print(pd.DataFrame(rows).set_index("checkout").T.to_string())
 
 

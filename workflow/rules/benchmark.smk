@@ -11,7 +11,10 @@ rule benchmark:
             benchmark_result(p, "{descriptor}", "{distance}", "parquet")
             for p in PROTOCOLS
         ],
-        stats=[benchmark_result(p, "{descriptor}", "{distance}", "json") for p in PROTOCOLS],
+        stats=[
+            benchmark_result(p, "{descriptor}", "{distance}", "json")
+            for p in PROTOCOLS
+        ],
         run=run_index("{descriptor}", "{distance}"),
     log:
         "logs/benchmark/{descriptor}__{distance}.log",

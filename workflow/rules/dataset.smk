@@ -78,10 +78,8 @@ rule catalog:
         "results/dataset/images.parquet",
     log:
         "logs/catalog.log",
+    localrule: True
     conda:
         "../envs/risbench.yaml"
-    resources:
-        mem_mb=lambda wildcards, attempt: 2000 * attempt,
-        runtime=lambda wildcards, attempt: 15 * attempt,
     shell:
-        "risbench catalog --out {output} {input.lists} 2> {log}"
+        "risbench catalog --out {output:q} {input.lists:q} 2> {log:q}"

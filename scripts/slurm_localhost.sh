@@ -4,7 +4,7 @@
 #   scripts/slurm_localhost.sh start DIR   # config, state and logs in DIR
 #   scripts/slurm_localhost.sh stop DIR    # cancels its jobs, stops the daemons
 #
-# Needs root and Debian's packages (apt-get install slurm-wlm munge; bookworm has
+# Needs root and Debian's packages (slurmctld slurmd slurm-client munge; bookworm has
 # SLURM 22.05); no systemd and no cgroups (proctrack/linuxproc, task/none). munged
 # gets its own key and socket, and slurmctld and slurmd run as root with their
 # state, spool, logs and pid files in DIR. There is no accounting (no slurmdbd), so
@@ -114,7 +114,8 @@ start() {
     dir=$(realpath -m "$1")
     for command in munged slurmctld slurmd sinfo sbatch; do
         command -v "$command" >/dev/null || {
-            echo "slurm_localhost: $command not found (apt-get install slurm-wlm munge)" >&2
+            echo "slurm_localhost: $command not found" \
+                "(apt-get install slurmctld slurmd slurm-client munge)" >&2
             exit 1
         }
     done

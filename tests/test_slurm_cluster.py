@@ -59,7 +59,7 @@ class SlurmJob:
 
 def missing_requirement() -> str | None:
     if shutil.which("slurmctld") is None or shutil.which("munged") is None:
-        return "slurmctld or munged not installed (apt-get install slurm-wlm munge)"
+        return "slurmctld or munged missing (apt-get install slurmctld slurmd slurm-client munge)"
     if os.geteuid() != 0:
         return "the test cluster's daemons run as root"
     return None

@@ -19,15 +19,18 @@ outputs on 20 images are in ``tests/data/golden/modified``:
     output. Bit-exact.
 ``resize`` (``-resize 50%``)
     Each side ``floor(side * p / 100 + 0.5)``; ImageMagick's separable
-    resize with its filter choice: Lanczos (3-lobe SincFast-windowed
-    SincFast) for colour images shrinking, Mitchell (cubic B = C = 1/3) for
-    grayscale images (ImageMagick reads those as PseudoClass) and for
-    enlarging; the cheaper pass first, as ImageMagick orders them. 19 of the
-    20 golden files are bit-exact.
+    resize with its filter choice, made from the channel count of the decoded
+    file: Lanczos (3-lobe SincFast-windowed SincFast) for any 3-channel image
+    shrinking, even one whose channels are equal; Mitchell (cubic B = C = 1/3)
+    for a single-channel (L) image, which ImageMagick reads as PseudoClass, and
+    for enlarging; the cheaper pass first, as ImageMagick orders them. 19 of
+    the 20 golden files are bit-exact.
 ``jpeg`` (``-quality 10``)
     Pillow's libjpeg encoder: baseline, standard tables scaled to the quality,
-    4:2:0 chroma subsampling. ImageMagick calls libjpeg with the float DCT,
-    Pillow with the integer one, so pixels differ slightly (about 46 dB).
+    ImageMagick's chroma sampling (4:2:0 below quality 90, none from 90 on).
+    Below quality 90 ImageMagick calls libjpeg with the float DCT, Pillow with
+    the integer one, so pixels differ slightly (about 46 dB at quality 10);
+    from 90 on both use the integer DCT and agree exactly.
 ``rotate`` (``-rotate 5``)
     ImageMagick 6's ``RotateImage`` is a scale-rotate-translate distortion
     with best-fit canvas and a white virtual-pixel background, resampled with
@@ -38,8 +41,11 @@ outputs on 20 images are in ``tests/data/golden/modified``:
     Keeps the left ``floor(width * (100 - p) / 100 + 0.5)`` columns.
     Bit-exact.
 
-ImageMagick computes in 16 bits (8-bit values times 257) and its PNG writer
-takes the 8-bit value as ``q // 257``; the NumPy paths here do the same.
+ImageMagick computes in 16 bits (8-bit values times 257). Its PNG writer
+takes the 8-bit value as ``q // 257``, its JPEG writer rounds
+(``floor(q / 257 + 0.5)``); the 16-bit steps here do the same, rounding when
+their result is JPEG-encoded next (a following ``jpeg`` step, or
+``save(..., reencode_quality=...)``).
 
 Beyond the paper: ``mirror`` (horizontal flip), ``pad`` (white border of
 p % of the width on the left and right and p % of the height on the top and
@@ -48,6 +54,23 @@ p / 100).
 
 Images are RGB or L. ``apply`` keeps the mode (``gray`` always gives L); any
 other mode is converted to RGB first.
+
+Memory: the 16-bit steps work in strips of rows (blur with a halo of r rows,
+resize reading only the input rows its taps touch, rotate in blocks of output
+rows that cover only the columns reaching the source: the rest of the canvas
+is the white background) and paste 8-bit strips into the output image. Their
+float64 working arrays hold a sixteenth of the image's samples each, within
+64 Ki and 1 Mi elements (8 MiB); outputs are identical to the earlier
+whole-image code. The bound reached, as peak RSS above the interpreter
+for ``modify_file`` (decoding and writing included) on photo-like RGB PNGs
+(``benchmarks/bench_memory.py``): every modification 6-13 bytes per input
+pixel at 12 and 24 MP, 9-18 at 1 MP where fixed costs weigh more, against a
+target of 40. It is made of Pillow's input image (4 B/px for RGB, 1 for L),
+the output image (4 B, or 1, per output pixel), for rotate a uint8 copy of
+the input (3 B/px), and working arrays of at most about 50 MiB. rotate and
+enlarging resize grow with the output: per output pixel, the image plus the
+bounded working set (a 1x60000 L image rotates to a 312-megapixel canvas in
+about 350 MB).
 """
 
 from __future__ import annotations
@@ -56,9 +79,10 @@ import io
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -70,6 +94,7 @@ __all__ = [
     "canonical_name",
     "expand_sweeps",
     "modify_file",
+    "open_image",
     "parse_variant",
     "save",
 ]
@@ -81,32 +106,59 @@ _MAGICK_EPSILON = 1.0e-12
 # Keys under which apply() records what it did in the returned image's ``info``.
 _INFO_VARIANT = "risbench.variant"
 _INFO_JPEG = "risbench.jpeg"
+_INFO_ROUNDED = "risbench.rounded"
+
+# Elements of one float64 working array of a strip: a sixteenth of the image's samples,
+# between 64 Ki (small images: the per-strip Python overhead stays small) and 1 Mi
+# (8 MiB; large images: the working set stays far below the image itself).
+_STRIP_MIN = 1 << 16
+_STRIP_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
 class Modification:
     """One registered modification.
 
-    ``function(image, strength)`` takes an RGB or L image (and ``None`` as
-    strength when the modification has none) and returns a new image.
+    ``function(image, strength, rounding=False)`` takes an RGB or L image (and
+    ``None`` as strength when the modification has none) and returns a new
+    image. ``q16`` modifications compute in 16 bits; ``rounding`` says how
+    their result becomes 8 bits: truncated as ImageMagick's PNG writer does
+    (False) or rounded as its JPEG writer does (True). The others ignore it.
     """
 
     name: str
     default: float | None
     unit: str
     description: str
-    function: Callable[[Image.Image, float | None], Image.Image]
+    function: Callable[..., Image.Image]
     valid: Callable[[float], bool] = lambda value: True
     valid_text: str = "any number"
+    q16: bool = False
 
 
 # --------------------------------------------------------------------------------------
-# 16-bit helpers (ImageMagick Q16 arithmetic)
+# 16-bit helpers (ImageMagick Q16 arithmetic), strip by strip
 
 
-def _to_q16(image: Image.Image) -> np.ndarray:
-    """(H, W, C) float64 array of 16-bit quantum values."""
-    a = np.asarray(image, dtype=np.float64)
+def _channels(image: Image.Image) -> int:
+    return 1 if image.mode == "L" else 3
+
+
+def _strip_budget(image: Image.Image) -> int:
+    """Elements per float64 working array for ``image`` (see _STRIP_MIN, _STRIP_MAX)."""
+    samples = image.width * image.height * _channels(image)
+    return min(_STRIP_MAX, max(_STRIP_MIN, samples // 16))
+
+
+def _strips(n_rows: int, rows_per_strip: int) -> Iterator[tuple[int, int]]:
+    step = max(1, int(rows_per_strip))
+    for top in range(0, n_rows, step):
+        yield top, min(n_rows, top + step)
+
+
+def _q16_rows(image: Image.Image, top: int, bottom: int) -> np.ndarray:
+    """Rows ``[top, bottom)`` as a (rows, W, C) float64 array of 16-bit quantum values."""
+    a = np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float64)
     if a.ndim == 2:
         a = a[:, :, None]
     return a * _Q
@@ -117,20 +169,27 @@ def _clamp_q16(values: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(values, 0.0, _QMAX) + 0.5)
 
 
-def _from_q16(values: np.ndarray, mode: str) -> Image.Image:
-    """8-bit image from 16-bit quanta, as ImageMagick's PNG writer scales them (q // 257)."""
-    out = np.floor(_clamp_q16(values) / _Q).astype(np.uint8)
-    if mode == "L":
-        return Image.fromarray(out[:, :, 0], "L")
-    return Image.fromarray(out, "RGB")
+def _to_8bit(values: np.ndarray, rounding: bool) -> np.ndarray:
+    """8-bit samples of 16-bit quanta as ImageMagick writes them.
+
+    Its PNG writer truncates (``q // 257``); its JPEG writer rounds with
+    ScaleQuantumToChar, ``((q + 128) - ((q + 128) >> 8)) >> 8``, which equals
+    ``floor(q / 257 + 0.5)`` for every q in 0..65535.
+    """
+    q = _clamp_q16(values)
+    if rounding:
+        return np.floor(q / _Q + 0.5).astype(np.uint8)
+    return np.floor(q / _Q).astype(np.uint8)
 
 
-def _is_gray(image: Image.Image) -> bool:
-    """True for an L image or an RGB image with equal channels (a grayscale file converted)."""
-    if image.mode == "L":
-        return True
-    a = np.asarray(image)
-    return bool((a[:, :, 0] == a[:, :, 1]).all() and (a[:, :, 0] == a[:, :, 2]).all())
+def _paste_q16(out: Image.Image, values: np.ndarray, left: int, top: int, rounding: bool):
+    """Writes a (rows, cols, C) block of 16-bit quanta into the 8-bit image ``out``."""
+    pixels = _to_8bit(values, rounding)
+    if out.mode == "L":
+        block = Image.fromarray(pixels[:, :, 0], "L")
+    else:
+        block = Image.fromarray(pixels, "RGB")
+    out.paste(block, (left, top))
 
 
 # --------------------------------------------------------------------------------------
@@ -152,37 +211,55 @@ def _blur_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def _convolve_axis(a: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
-    """Correlate along ``axis`` with edge replication (ImageMagick's default virtual pixels)."""
+def _correlate_rows(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Correlate along axis 1 with edge replication (ImageMagick's default virtual pixels)."""
     r = len(kernel) // 2
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (r, r)
-    padded = np.pad(a, pad, mode="edge")
-    n = a.shape[axis]
+    padded = np.pad(a, [(0, 0), (r, r), (0, 0)], mode="edge")
+    n = a.shape[1]
     out = np.zeros_like(a)
     for i, weight in enumerate(kernel):
-        out += weight * np.take(padded, np.arange(i, i + n), axis=axis)
+        out += weight * padded[:, i : i + n]
     return out
 
 
-def _blur(image: Image.Image, sigma: float | None) -> Image.Image:
+def _correlate_columns_valid(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Correlate along axis 0 where the kernel fits: rows ``r .. len - r`` of ``a``."""
+    n = a.shape[0] - (len(kernel) - 1)
+    out = np.zeros((n,) + a.shape[1:])
+    for i, weight in enumerate(kernel):
+        out += weight * a[i : i + n]
+    return out
+
+
+def _blur(image: Image.Image, sigma: float | None, rounding: bool = False) -> Image.Image:
+    """Horizontal pass, 16-bit clamp, vertical pass; strips of rows with a halo of r rows."""
     kernel = _blur_kernel(float(sigma))
-    a = _to_q16(image)
-    a = _clamp_q16(_convolve_axis(a, kernel, axis=1))
-    a = _convolve_axis(a, kernel, axis=0)
-    return _from_q16(a, image.mode)
+    r = len(kernel) // 2
+    width, height = image.size
+    out = Image.new(image.mode, image.size)
+    rows_per_strip = _strip_budget(image) // (width * _channels(image))
+    for top, bottom in _strips(height, rows_per_strip):
+        # Edge replication at the top and bottom: clamped row indices, as np.pad "edge".
+        rows = np.clip(np.arange(top - r, bottom + r), 0, height - 1)
+        a = _q16_rows(image, int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
+        a = _clamp_q16(_correlate_rows(a, kernel))
+        _paste_q16(out, _correlate_columns_valid(a, kernel), 0, top, rounding)
+    return out
 
 
 # --------------------------------------------------------------------------------------
 # gray
 
 
-def _gray(image: Image.Image, _strength: float | None = None) -> Image.Image:
+def _gray(image: Image.Image, _strength: float | None = None, rounding: bool = False):
     if image.mode == "L":
         return image.copy()
-    a = np.asarray(image, dtype=np.float64) * _Q
-    luma = 0.212656 * a[:, :, 0] + 0.715158 * a[:, :, 1] + 0.072186 * a[:, :, 2]
-    return _from_q16(luma[:, :, None], "L")
+    out = Image.new("L", image.size)
+    for top, bottom in _strips(image.height, _strip_budget(image) // (3 * image.width)):
+        a = _q16_rows(image, top, bottom)
+        luma = 0.212656 * a[:, :, 0] + 0.715158 * a[:, :, 1] + 0.072186 * a[:, :, 2]
+        _paste_q16(out, luma[:, :, None], 0, top, rounding)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -260,8 +337,9 @@ def _resize_taps(n_in: int, n_out: int, filt, filter_support: float):
     return np.minimum(index, n_in - 1), weights
 
 
-def _resample_axis(a: np.ndarray, n_out: int, axis: int, filt, support: float) -> np.ndarray:
-    index, weights = _resize_taps(a.shape[axis], n_out, filt, support)
+def _resample(a: np.ndarray, index: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """One separable pass along ``axis`` with taps from _resize_taps, clamped to 16 bits."""
+    n_out = index.shape[0]
     shape = [1, 1, 1]
     shape[axis] = n_out
     out = np.zeros(a.shape[:axis] + (n_out,) + a.shape[axis + 1 :])
@@ -274,40 +352,70 @@ def _scaled_size(size: int, percent: float) -> int:
     return max(1, int(math.floor(size * percent / 100.0 + 0.5)))
 
 
-def _resize(image: Image.Image, percent: float | None) -> Image.Image:
+def _resize_filter(image: Image.Image, enlarging: bool):
+    """ImageMagick's automatic choice: Mitchell when enlarging or for a single-channel
+    file (read as PseudoClass), Lanczos for any 3-channel one, even if it looks gray."""
+    if enlarging or image.mode == "L":
+        return _mitchell, 2.0
+    return _lanczos, 3.0
+
+
+def _resize(image: Image.Image, percent: float | None, rounding: bool = False) -> Image.Image:
+    """Separable resize, strips of output rows; each strip reads only the input rows its
+    vertical taps touch, so both pass orders give today's values exactly."""
     w, h = image.size
     new_w, new_h = _scaled_size(w, percent), _scaled_size(h, percent)
     if (new_w, new_h) == (w, h):
         return image.copy()
-    enlarging = (new_w / w) * (new_h / h) > 1.0
-    if enlarging or _is_gray(image):
-        filt, support = _mitchell, 2.0
-    else:
-        filt, support = _lanczos, 3.0
-    a = _to_q16(image)
-    if new_w * (h + new_h) > new_h * (w + new_w):
-        a = _resample_axis(a, new_w, 1, filt, support)
-        a = _resample_axis(a, new_h, 0, filt, support)
-    else:
-        a = _resample_axis(a, new_h, 0, filt, support)
-        a = _resample_axis(a, new_w, 1, filt, support)
-    return _from_q16(a, image.mode)
+    filt, support = _resize_filter(image, (new_w / w) * (new_h / h) > 1.0)
+    col_index, col_weights = _resize_taps(w, new_w, filt, support)
+    row_index, row_weights = _resize_taps(h, new_h, filt, support)
+    width_first = new_w * (h + new_h) > new_h * (w + new_w)
+    budget, c = _strip_budget(image), _channels(image)
+    out = Image.new(image.mode, (new_w, new_h))
+    # Output rows per strip: the input block (about rows * h / new_h rows of w) and the
+    # output strip (rows of new_w) both stay within the budget.
+    rows_per_strip = min(budget * new_h // (w * c * h), budget // (new_w * c))
+    for top, bottom in _strips(new_h, rows_per_strip):
+        index, weights = row_index[top:bottom], row_weights[top:bottom]
+        lo, hi = int(index.min()), int(index.max()) + 1
+        a = _q16_rows(image, lo, hi)
+        if width_first:
+            a = _resample(a, col_index, col_weights, axis=1)
+            a = _resample(a, index - lo, weights, axis=0)
+        else:
+            a = _resample(a, index - lo, weights, axis=0)
+            a = _resample(a, col_index, col_weights, axis=1)
+        _paste_q16(out, a, 0, top, rounding)
+    return out
 
 
 # --------------------------------------------------------------------------------------
 # jpeg
 
 
+def _jpeg_subsampling(quality: int) -> str:
+    """ImageMagick's default chroma sampling: 4:2:0 below quality 90, none from 90 on."""
+    return "4:4:4" if quality >= 90 else "4:2:0"
+
+
+def _write_jpeg(image: Image.Image, fp: BinaryIO, quality: int) -> None:
+    quality = int(quality)
+    image.save(fp, "JPEG", quality=quality, subsampling=_jpeg_subsampling(quality))
+
+
 def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=int(quality), subsampling="4:2:0", optimize=False)
+    _write_jpeg(image, buffer, quality)
     return buffer.getvalue()
 
 
-def _jpeg(image: Image.Image, quality: float | None) -> Image.Image:
+def _jpeg(image: Image.Image, quality: float | None, rounding: bool = False) -> Image.Image:
     data = _jpeg_bytes(image, int(quality))
-    with Image.open(io.BytesIO(data)) as decoded:
-        out = decoded.convert(image.mode)
+    decoded = Image.open(io.BytesIO(data))
+    decoded.load()
+    # The decoder gives the encoder's mode back (L or RGB); convert() would copy it.
+    out = decoded if decoded.mode == image.mode else decoded.convert(image.mode)
     out.info = {_INFO_JPEG: data}
     return out
 
@@ -324,25 +432,129 @@ _ROBIDOUX_LUT = _cubic_bc(
     _ROBIDOUX_B,
     _ROBIDOUX_C,
 )
+_ROTATE_PAD = 3  # white border around the source: every tap outside the image reads white
+# Output pixels per rotate block (each holds about 25 float64/int64 values at a time, about
+# 200 bytes): a 64th of the input's pixels, between 4 Ki and 64 Ki (12 MiB).
+_ROTATE_BLOCK_MIN = 1 << 12
+_ROTATE_BLOCK_MAX = 1 << 16
 
 
-def _rotated_geometry(width: int, height: int, degrees: float):
-    """Best-fit output geometry (x, y, w, h) of ImageMagick's SRT distortion, and cos, sin."""
-    angle = math.radians(degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
-    cx, cy = width / 2.0, height / 2.0
-    xs, ys = [], []
-    for px, py in ((0, 0), (width, 0), (0, height), (width, height)):
-        xs.append(cos * (px - cx) - sin * (py - cy) + cx)
-        ys.append(sin * (px - cx) + cos * (py - cy) + cy)
-    gx = math.floor(min(xs) - 0.5)
-    gy = math.floor(min(ys) - 0.5)
-    gw = math.ceil(max(xs) - gx + 0.5)
-    gh = math.ceil(max(ys) - gy + 0.5)
-    return gx, gy, gw, gh, cos, sin
+@dataclass(frozen=True)
+class _Rotation:
+    """ImageMagick's SRT distortion for one image and angle: the best-fit output
+    geometry (x, y, w, h), the source size and centre, and cos, sin of the angle."""
+
+    gx: int
+    gy: int
+    gw: int
+    gh: int
+    width: int
+    height: int
+    cos: float
+    sin: float
+
+    @classmethod
+    def of(cls, width: int, height: int, degrees: float) -> _Rotation:
+        angle = math.radians(degrees)
+        cos, sin = math.cos(angle), math.sin(angle)
+        cx, cy = width / 2.0, height / 2.0
+        xs, ys = [], []
+        for px, py in ((0, 0), (width, 0), (0, height), (width, height)):
+            xs.append(cos * (px - cx) - sin * (py - cy) + cx)
+            ys.append(sin * (px - cx) + cos * (py - cy) + cy)
+        gx = math.floor(min(xs) - 0.5)
+        gy = math.floor(min(ys) - 0.5)
+        gw = math.ceil(max(xs) - gx + 0.5)
+        gh = math.ceil(max(ys) - gy + 0.5)
+        return cls(gx, gy, gw, gh, width, height, cos, sin)
+
+    def source_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output row, the columns [first, stop) whose taps can reach the source image.
+
+        Every other pixel reads only the white border and comes out pure white, so it
+        is not computed. Along a row the inverse-mapped u0, v0 are linear in the
+        column; a tap (floor(u0) - 1 .. floor(u0) + 2) reaches the source only when
+        u0 is in [-3, W + 2) and v0 in [-3, H + 2). The bounds add one unit there and
+        a column or two after rounding, so rounding errors cannot cut a pixel off.
+        Rows that reach nothing get first = gw, stop = 0.
+        """
+        dy = self.gy + np.arange(self.gh) + 0.5 - self.height / 2.0
+        dx0 = self.gx + 0.5 - self.width / 2.0  # dx of column 0
+        first = np.zeros(self.gh)
+        stop = np.full(self.gh, float(self.gw))
+        for slope, offset, size in (
+            (self.cos, self.sin * dy + self.width / 2.0 - 0.5, self.width),
+            (-self.sin, self.cos * dy + self.height / 2.0 - 0.5, self.height),
+        ):
+            at0 = offset + slope * dx0  # value at column i: at0 + slope * i
+            if abs(slope) < 1e-9:  # constant along the row (to within 1e-4 px)
+                stop = np.where((at0 >= -4.0) & (at0 <= size + 3.0), stop, 0.0)
+                continue
+            ends = np.sort(np.stack([(-4.0 - at0) / slope, (size + 3.0 - at0) / slope]), axis=0)
+            first = np.maximum(first, np.floor(ends[0]) - 1.0)
+            stop = np.minimum(stop, np.ceil(ends[1]) + 2.0)
+        first = np.clip(first, 0, self.gw).astype(np.int64)
+        stop = np.clip(stop, 0, self.gw).astype(np.int64)
+        empty = stop <= first
+        return np.where(empty, self.gw, first), np.where(empty, 0, stop)
 
 
-def _rotate(image: Image.Image, degrees: float | None) -> Image.Image:
+def _rotate_blocks(
+    first: np.ndarray, stop: np.ndarray, block_pixels: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """Rectangles (j0, j1, i0, i1) of consecutive output rows and the union of their
+    column ranges, each at most ``block_pixels`` pixels (or one row)."""
+    j0, n = 0, len(first)
+    while j0 < n:
+        lo, hi, j1 = int(first[j0]), int(stop[j0]), j0 + 1
+        while j1 < n:
+            new_lo, new_hi = min(lo, int(first[j1])), max(hi, int(stop[j1]))
+            if (j1 + 1 - j0) * max(0, new_hi - new_lo) > block_pixels:
+                break
+            lo, hi, j1 = new_lo, new_hi, j1 + 1
+        if hi > lo:
+            yield j0, j1, lo, hi
+        j0 = j1
+
+
+def _white_bordered(image: Image.Image) -> np.ndarray:
+    """(H + 2 pad, W + 2 pad, C) uint8 copy of the image inside a white border."""
+    width, height, c, pad = image.width, image.height, _channels(image), _ROTATE_PAD
+    canvas = np.full((height + 2 * pad, width + 2 * pad, c), 255, np.uint8)
+    for top, bottom in _strips(height, _STRIP_MAX // (width * c)):
+        strip = np.asarray(image.crop((0, top, width, bottom)))
+        canvas[pad + top : pad + bottom, pad : pad + width] = strip.reshape(-1, width, c)
+    return canvas
+
+
+def _rotate_block(canvas: np.ndarray, rot: _Rotation, j0: int, j1: int, i0: int, i1: int):
+    """16-bit values of output rows [j0, j1) and columns [i0, i1): ImageMagick's EWA
+    resampling with the Robidoux LUT over the 4x4 taps around the inverse-mapped point."""
+    jj, ii = np.mgrid[j0:j1, i0:i1]
+    cx, cy = rot.width / 2.0, rot.height / 2.0
+    dx = rot.gx + ii + 0.5 - cx
+    dy = rot.gy + jj + 0.5 - cy
+    # Inverse mapping (output -> input), then to pixel-index coordinates (centre = integer).
+    u0 = rot.cos * dx + rot.sin * dy + cx - 0.5
+    v0 = -rot.sin * dx + rot.cos * dy + cy - 0.5
+    fu = np.floor(u0).astype(np.int64)
+    fv = np.floor(v0).astype(np.int64)
+    total = np.zeros(fu.shape + (canvas.shape[2],))
+    divisor = np.zeros(fu.shape)
+    for dv in range(-1, 3):
+        for du in range(-1, 3):
+            u = fu + du
+            v = fv + dv
+            q = 256.0 * ((u - u0) ** 2 + (v - v0) ** 2)  # ellipse quotient scaled to the LUT
+            weight = np.where(q < _WLUT_WIDTH, _ROBIDOUX_LUT[np.clip(q, 0, 1023).astype(int)], 0)
+            uu = np.clip(u + _ROTATE_PAD, 0, canvas.shape[1] - 1)
+            vv = np.clip(v + _ROTATE_PAD, 0, canvas.shape[0] - 1)
+            total += weight[:, :, None] * (canvas[vv, uu] * _Q)
+            divisor += weight
+    return total / divisor[:, :, None]
+
+
+def _rotate(image: Image.Image, degrees: float | None, rounding: bool = False) -> Image.Image:
     """ImageMagick 6 ``-rotate``: clockwise, canvas enlarged, white corners."""
     degrees = float(degrees)
     quarter = degrees / 90.0
@@ -351,51 +563,31 @@ def _rotate(image: Image.Image, degrees: float | None) -> Image.Image:
         methods = {1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180}
         methods[3] = Image.Transpose.ROTATE_90
         return image.copy() if turns == 0 else image.transpose(methods[turns])
-    width, height = image.size
-    gx, gy, gw, gh, cos, sin = _rotated_geometry(width, height, degrees)
-    cx, cy = width / 2.0, height / 2.0
-    src = _to_q16(image)
-    pad = 3
-    canvas = np.full((height + 2 * pad, width + 2 * pad, src.shape[2]), _QMAX)
-    canvas[pad : pad + height, pad : pad + width] = src
-    jj, ii = np.mgrid[0:gh, 0:gw]
-    dx = gx + ii + 0.5 - cx
-    dy = gy + jj + 0.5 - cy
-    # Inverse mapping (output -> input), then to pixel-index coordinates (centre = integer).
-    u0 = cos * dx + sin * dy + cx - 0.5
-    v0 = -sin * dx + cos * dy + cy - 0.5
-    fu = np.floor(u0).astype(np.int64)
-    fv = np.floor(v0).astype(np.int64)
-    total = np.zeros((gh, gw, src.shape[2]))
-    divisor = np.zeros((gh, gw))
-    for dv in range(-1, 3):
-        for du in range(-1, 3):
-            u = fu + du
-            v = fv + dv
-            q = 256.0 * ((u - u0) ** 2 + (v - v0) ** 2)  # ellipse quotient scaled to the LUT
-            weight = np.where(q < _WLUT_WIDTH, _ROBIDOUX_LUT[np.clip(q, 0, 1023).astype(int)], 0)
-            uu = np.clip(u + pad, 0, width + 2 * pad - 1)
-            vv = np.clip(v + pad, 0, height + 2 * pad - 1)
-            total += weight[:, :, None] * canvas[vv, uu]
-            divisor += weight
-    return _from_q16(total / divisor[:, :, None], image.mode)
+    rot = _Rotation.of(image.width, image.height, degrees)
+    canvas = _white_bordered(image)
+    out = Image.new(image.mode, (rot.gw, rot.gh), 255 if image.mode == "L" else (255,) * 3)
+    pixels = image.width * image.height
+    block_pixels = min(_ROTATE_BLOCK_MAX, max(_ROTATE_BLOCK_MIN, pixels // 64))
+    for j0, j1, i0, i1 in _rotate_blocks(*rot.source_columns(), block_pixels):
+        _paste_q16(out, _rotate_block(canvas, rot, j0, j1, i0, i1), i0, j0, rounding)
+    return out
 
 
 # --------------------------------------------------------------------------------------
-# crop and the modifications beyond the paper
+# crop and the modifications beyond the paper (8-bit: ``rounding`` does not apply)
 
 
-def _crop(image: Image.Image, percent: float | None) -> Image.Image:
+def _crop(image: Image.Image, percent: float | None, rounding: bool = False) -> Image.Image:
     width, height = image.size
     keep = _scaled_size(width, 100.0 - percent)
     return image.crop((0, 0, keep, height))
 
 
-def _mirror(image: Image.Image, _strength: float | None = None) -> Image.Image:
+def _mirror(image: Image.Image, _strength: float | None = None, rounding: bool = False):
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
-def _pad(image: Image.Image, percent: float | None) -> Image.Image:
+def _pad(image: Image.Image, percent: float | None, rounding: bool = False) -> Image.Image:
     width, height = image.size
     bx = int(math.floor(width * percent / 100.0 + 0.5))
     by = int(math.floor(height * percent / 100.0 + 0.5))
@@ -403,7 +595,7 @@ def _pad(image: Image.Image, percent: float | None) -> Image.Image:
     return ImageOps.expand(image, border=(bx, by, bx, by), fill=fill)
 
 
-def _brightness(image: Image.Image, percent: float | None) -> Image.Image:
+def _brightness(image: Image.Image, percent: float | None, rounding: bool = False):
     return ImageEnhance.Brightness(image).enhance(percent / 100.0)
 
 
@@ -422,6 +614,7 @@ MODIFICATIONS: dict[str, Modification] = {
             _blur,
             lambda v: 0.0 < v <= 100.0,
             "a sigma in (0, 100]",
+            q16=True,
         ),
         Modification(
             "gray",
@@ -429,21 +622,23 @@ MODIFICATIONS: dict[str, Modification] = {
             "",
             "grayscale, Rec.709 luma (ImageMagick -type Grayscale); 8-bit L output",
             _gray,
+            q16=True,
         ),
         Modification(
             "resize",
             50.0,
             "% of the size kept",
-            "resize each side to p % (ImageMagick -resize 50%, Lanczos)",
+            "resize each side to p % (ImageMagick -resize 50%: Lanczos, Mitchell for L images)",
             _resize,
             lambda v: 0.0 < v <= 1000.0,
             "a percentage in (0, 1000]",
+            q16=True,
         ),
         Modification(
             "jpeg",
             10.0,
             "quality",
-            "JPEG compression, baseline, 4:2:0 (ImageMagick -quality 10)",
+            "JPEG compression, baseline, 4:2:0 below quality 90 (ImageMagick -quality 10)",
             _jpeg,
             _integer_in(1, 100),
             "an integer quality from 1 to 100",
@@ -456,6 +651,7 @@ MODIFICATIONS: dict[str, Modification] = {
             _rotate,
             lambda v: -360.0 <= v <= 360.0,
             "an angle in [-360, 360] degrees",
+            q16=True,
         ),
         Modification(
             "crop",
@@ -596,37 +792,70 @@ def _prepare(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def apply(variant: str, image: Image.Image) -> Image.Image:
+def _rounds(mod: str, for_jpeg: bool) -> bool:
+    """Whether a ``mod`` step whose result goes to a JPEG writer (or not) rounds to 8 bits."""
+    return for_jpeg and MODIFICATIONS[mod].q16
+
+
+def apply(variant: str, image: Image.Image, *, for_jpeg: bool = False) -> Image.Image:
     """The image modified by ``variant`` (a new image; the input is not changed).
 
     RGB in, RGB out (L in, L out); ``gray`` gives L. A ``jpeg`` step yields
     the decoded JPEG, so later steps see the compression. The result records
     the canonical variant name in ``info["risbench.variant"]`` and, when the
     last step is ``jpeg``, the encoded bytes in ``info["risbench.jpeg"]``.
+
+    16-bit steps (blur, gray, resize, rotate) round their result to 8 bits when
+    it is JPEG-encoded next, as ImageMagick's JPEG writer does: before a
+    ``jpeg`` step, and for the last step when ``for_jpeg`` (the caller writes
+    the result as JPEG, e.g. ``save(..., reencode_quality=...)``). Otherwise
+    they truncate, as its PNG writer does.
     """
     steps = parse_variant(variant)
     current = _prepare(image)
     data: bytes | None = None
-    for mod, strength in steps:
-        current = MODIFICATIONS[mod].function(current, strength)
+    for k, (mod, strength) in enumerate(steps):
+        jpeg_next = steps[k + 1][0] == "jpeg" if k + 1 < len(steps) else for_jpeg
+        current = MODIFICATIONS[mod].function(current, strength, rounding=jpeg_next)
         data = current.info.get(_INFO_JPEG) if mod == "jpeg" else None
     if current is image:
         current = current.copy()
     current.info = {k: v for k, v in current.info.items() if not k.startswith("risbench.")}
     current.info[_INFO_VARIANT] = canonical_name(variant)
+    if _rounds(steps[-1][0], for_jpeg):
+        current.info[_INFO_ROUNDED] = True
     if data is not None:
         current.info[_INFO_JPEG] = data
     return current
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Writes through ``write(file)`` into a temporary file, then renames it to ``path``;
+    streaming into the file keeps no encoded copy of the image in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fp:
+            write(fp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _modified_for_save(name: str, image: Image.Image, for_jpeg: bool) -> Image.Image:
+    """``apply(name, image)``, or ``image`` itself when apply already made it for ``name``
+    with the same 8-bit conversion of its last step."""
+    if image.info.get(_INFO_VARIANT) != name:
+        return apply(name, image, for_jpeg=for_jpeg)
+    wanted = _rounds(parse_variant(name)[-1][0], for_jpeg)
+    if bool(image.info.get(_INFO_ROUNDED, False)) != wanted:
+        made, needed = ("JPEG", "PNG") if not wanted else ("PNG", "JPEG")
+        raise ValueError(
+            f"this image was made by apply({name!r}) for {made} output, but it is to be "
+            f"written as {needed}; pass the original image, or apply({name!r}, ..., "
+            f"for_jpeg={wanted}) first"
+        )
+    return image
 
 
 def save(
@@ -644,31 +873,28 @@ def save(
 
     A variant whose last step is ``jpeg`` is written as ``.jpg``: exactly the
     bytes that step encoded. Anything else is a lossless ``.png``, or, with
-    ``reencode_quality``, a ``.jpg`` at that quality (4:2:0), as the paper's
-    ``mogrify -format jpg`` re-encoded every output.
+    ``reencode_quality``, a ``.jpg`` at that quality, as the paper's ``mogrify
+    -format jpg`` re-encoded every output: 16-bit results rounded to 8 bits
+    and ImageMagick's chroma sampling (4:2:0 below quality 90, 4:4:4 from 90).
     """
     if reencode_quality is not None and not 1 <= int(reencode_quality) <= 100:
         raise ValueError(f"reencode_quality must be from 1 to 100, not {reencode_quality!r}")
     name = canonical_name(variant)
-    if image.info.get(_INFO_VARIANT) == name:
-        out = image
-    else:
-        out = apply(name, image)
+    last, strength = parse_variant(name)[-1]
+    out = _modified_for_save(name, image, reencode_quality is not None and last != "jpeg")
     base = str(path_without_suffix)
-    if parse_variant(name)[-1][0] == "jpeg":
+    if last == "jpeg":
         data = out.info.get(_INFO_JPEG)
         if data is None:  # an image not made by apply(); encode it once
-            data = _jpeg_bytes(out, int(parse_variant(name)[-1][1]))
+            data = _jpeg_bytes(out, int(strength))
         path = Path(base + ".jpg")
+        _write_atomic(path, lambda fp: fp.write(data))
     elif reencode_quality is not None:
-        data = _jpeg_bytes(_prepare(out), int(reencode_quality))
         path = Path(base + ".jpg")
+        _write_atomic(path, lambda fp: _write_jpeg(_prepare(out), fp, int(reencode_quality)))
     else:
-        buffer = io.BytesIO()
-        _prepare(out).save(buffer, "PNG")
-        data = buffer.getvalue()
         path = Path(base + ".png")
-    _write_atomic(path, data)
+        _write_atomic(path, lambda fp: _prepare(out).save(fp, "PNG"))
     return path
 
 
@@ -676,9 +902,18 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F
 
 
 def open_image(src: str | Path) -> Image.Image:
-    """Open an image as L (single-channel files) or RGB (everything else)."""
+    """Open an image as L (single-channel files) or RGB (everything else).
+
+    The mode is the file's channel count, which ``resize`` uses to choose its
+    filter as ImageMagick does. An RGB or L file is returned as decoded, without
+    the copy a ``convert`` would make.
+    """
     with Image.open(src) as im:
-        return im.convert("L" if im.mode in _GRAY_MODES else "RGB")
+        target = "L" if im.mode in _GRAY_MODES else "RGB"
+        if im.mode != target or getattr(im, "is_animated", False):
+            return im.convert(target)
+        im.load()
+        return im
 
 
 def modify_file(

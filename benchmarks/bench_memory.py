@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = args.stages or all_stages()
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        print("   size       pixels  stage                  above baseline    per pixel")
+        print(f"{'image':>8}  {'size':>11}  {'stage':<22}  {'above baseline':>25}  peak, time")
         for row in measure(args.mp, stages, Path(tmp), args.timeout):
             print(format_row(row), flush=True)
             rows.append(row)

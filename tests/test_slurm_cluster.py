@@ -204,7 +204,8 @@ def wait_for_job(known: set[str], name: str, snakemake_run, timeout: float = 180
     while time.monotonic() < deadline and snakemake_run.poll() is None:
         for job_id, job in slurm_jobs().items():
             if job_id not in known and job.comment == name:
-                assert job.state in ("PENDING", "RUNNING"), f"job {job_id} {job.state} too soon"
+                seen = ("PENDING", "CONFIGURING", "RUNNING")
+                assert job.state in seen, f"job {job_id} {job.state} before it was seen running"
                 if job.state == "RUNNING":
                     return job_id
         time.sleep(0.2)

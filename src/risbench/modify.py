@@ -352,22 +352,34 @@ def _scaled_size(size: int, percent: float) -> int:
     return max(1, int(math.floor(size * percent / 100.0 + 0.5)))
 
 
-def _resize_filter(image: Image.Image, enlarging: bool):
-    """ImageMagick's automatic choice: Mitchell when enlarging or for a single-channel
-    file (read as PseudoClass), Lanczos for any 3-channel one, even if it looks gray."""
-    if enlarging or image.mode == "L":
+# Source modes ImageMagick 6 reads as PseudoClass (grey, bilevel, palette) or
+# with an alpha channel ("matte"): its resize then defaults to Mitchell, not
+# Lanczos (AcquireResizeFilter). risbench's originals are RGB PNGs decoded from
+# such files, so the source's mode travels with the image (SOURCE_MODE_INFO).
+MITCHELL_SOURCE_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa"})
+SOURCE_MODE_INFO = "risbench.source_mode"
+
+
+def _resize_filter(image: Image.Image, enlarging: bool, pseudo_class: bool = False):
+    """ImageMagick's automatic choice: Mitchell when enlarging, for a single-channel
+    file (read as PseudoClass) or a source file ImageMagick would read as
+    PseudoClass or with alpha (``pseudo_class``); Lanczos for any other 3-channel
+    one, even if it looks gray."""
+    if enlarging or pseudo_class or image.mode == "L":
         return _mitchell, 2.0
     return _lanczos, 3.0
 
 
-def _resize(image: Image.Image, percent: float | None, rounding: bool = False) -> Image.Image:
+def _resize(
+    image: Image.Image, percent: float | None, rounding: bool = False, pseudo_class: bool = False
+) -> Image.Image:
     """Separable resize, strips of output rows; each strip reads only the input rows its
     vertical taps touch, so both pass orders give today's values exactly."""
     w, h = image.size
     new_w, new_h = _scaled_size(w, percent), _scaled_size(h, percent)
     if (new_w, new_h) == (w, h):
         return image.copy()
-    filt, support = _resize_filter(image, (new_w / w) * (new_h / h) > 1.0)
+    filt, support = _resize_filter(image, (new_w / w) * (new_h / h) > 1.0, pseudo_class)
     col_index, col_weights = _resize_taps(w, new_w, filt, support)
     row_index, row_weights = _resize_taps(h, new_h, filt, support)
     width_first = new_w * (h + new_h) > new_h * (w + new_w)
@@ -812,11 +824,13 @@ def apply(variant: str, image: Image.Image, *, for_jpeg: bool = False) -> Image.
     they truncate, as its PNG writer does.
     """
     steps = parse_variant(variant)
+    pseudo_class = image.info.get(SOURCE_MODE_INFO) in MITCHELL_SOURCE_MODES
     current = _prepare(image)
     data: bytes | None = None
     for k, (mod, strength) in enumerate(steps):
         jpeg_next = steps[k + 1][0] == "jpeg" if k + 1 < len(steps) else for_jpeg
-        current = MODIFICATIONS[mod].function(current, strength, rounding=jpeg_next)
+        extra = {"pseudo_class": pseudo_class} if mod == "resize" else {}
+        current = MODIFICATIONS[mod].function(current, strength, rounding=jpeg_next, **extra)
         data = current.info.get(_INFO_JPEG) if mod == "jpeg" else None
     if current is image:
         current = current.copy()
@@ -922,6 +936,45 @@ def modify_file(
     dst_without_suffix: str | Path,
     *,
     reencode_quality: int | None = None,
+    source_mode: str | None = None,
 ) -> Path:
-    """Open ``src``, apply ``variant`` and write it (see ``save``); returns the written path."""
-    return save(variant, open_image(src), dst_without_suffix, reencode_quality=reencode_quality)
+    """Open ``src``, apply ``variant`` and write it (see ``save``); returns the written path.
+
+    ``source_mode``: the Pillow mode of the file ``src`` was decoded from, when
+    ``src`` is risbench's RGB copy of it (resize picks its filter from it)."""
+    image = open_image(src)
+    if source_mode is not None:
+        image.info[SOURCE_MODE_INFO] = source_mode
+    return save(variant, image, dst_without_suffix, reencode_quality=reencode_quality)
+
+
+def modify_variant(
+    variant: str,
+    originals: str | Path,
+    images_dir: str | Path,
+    list_path: str | Path,
+    *,
+    reencode_quality: int | None = None,
+) -> None:
+    """The modify job: ``variant`` of every base image of the original variant's
+    list ``originals``, written under ``images_dir``, and that variant's list."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from risbench import catalog
+    from risbench.jobtime import compute
+
+    bases = catalog.bases(pd.read_parquet(originals))
+    out_dir = Path(images_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modes = bases["source_mode"] if "source_mode" in bases else [None] * len(bases)
+    rows = list(zip(bases["image_id"], bases["path"], modes, strict=True))
+    paths = []
+    with compute(f"modify {variant}"):
+        for image_id, src, mode in tqdm(rows, desc=variant, unit="img"):
+            path = modify_file(
+                variant, src, out_dir / image_id, reencode_quality=reencode_quality,
+                source_mode=mode,
+            )  # fmt: skip
+            paths.append(str(path))
+    catalog.modified_list(bases, variant, paths).to_parquet(list_path, index=False)

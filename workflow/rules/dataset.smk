@@ -56,8 +56,8 @@ rule dataset:
     conda:
         "../envs/risbench.yaml"
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        mem_mb=mem_mb(4000),
+        runtime=runtime(120),
     params:
         spec=json.dumps(config["dataset"], sort_keys=True),
         source_dir=MIRFLICKR_DIR,

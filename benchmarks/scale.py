@@ -9,8 +9,9 @@ modifications) = 175,000 images, every one a query against all 175,000
    made with :mod:`risbench.catalog`) and one descriptor store per variant
    (``descriptors/{descriptor}/{variant}.zarr``, :class:`risbench.store.StoreWriter`);
 2. runs the command line the workflow's ``benchmark`` rule runs (``risbench
-   benchmark --protocol all --distance ... --list V=... --store V=... --spec
-   JSON --table ... --stats ...``) as a child process, and measures its wall
+   benchmark --descriptor D --distance ... --list V=... --store V=... --spec
+   JSON --table all=... --stats all=...``, protocol ``all`` only) as a child
+   process, and measures its wall
    time and peak memory (``ru_maxrss`` of that child, from ``os.wait4``);
 3. for the float case, measures the bare float32 GEMM throughput of this
    machine (the engine's block shape: ``kernel_rows(n)`` × n) at the reduced
@@ -206,13 +207,14 @@ def run_benchmark(workdir: Path, case: dict, lists: dict, stores: dict, args) ->
         "tile_mb": args.tile_mb,
         "top_k": 10,
     }
-    cmd = [*risbench_command(), "benchmark", "--protocol", "all", "--distance", case["distance"]]
+    cmd = [*risbench_command(), "benchmark", "--descriptor", case["descriptor"]]
+    cmd += ["--distance", case["distance"]]
     for v in lists:
         cmd += ["--list", f"{v}={lists[v]}", "--store", f"{v}={stores[v]}"]
-    cmd += ["--spec", json.dumps(spec, sort_keys=True), "--table", str(table)]
-    cmd += ["--stats", str(stats)]
+    cmd += ["--spec", json.dumps(spec, sort_keys=True), "--table", f"all={table}"]
+    cmd += ["--stats", f"all={stats}"]
     print(
-        f"  $ risbench benchmark --protocol all --distance {case['distance']} ... "
+        f"  $ risbench benchmark --distance {case['distance']} ... --table all=... "
         f"(tile_mb {args.tile_mb}; log {log})",
         flush=True,
     )

@@ -280,6 +280,15 @@ def test_kept_pairs_fails_on_damage_with_the_line_number(tmp_path, edit, message
         screening.kept_pairs(path)
 
 
+def test_the_screening_table_reads_stage_tables_strictly(tmp_path):
+    path = stage_csv(tmp_path)
+    table = screening.summary_table([path])
+    assert sorted(table.loc[table["kept"] == "yes", "descriptor"]) == ["a", "b"]
+    path.write_text(path.read_text().replace(",True\n", ",no\n", 1))
+    with pytest.raises(screening.ScreeningError, match=r"stage1\.csv, line \d+: .*kept"):
+        screening.summary_table([path])
+
+
 def test_a_stage_table_that_keeps_nothing_is_damaged(tmp_path):
     path = stage_csv(tmp_path)
     path.write_text(path.read_text().replace(",True\n", ",False\n"))

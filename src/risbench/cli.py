@@ -181,14 +181,9 @@ def cmd_screen_stage(args) -> None:
 
 
 def cmd_screen_table(args) -> None:
-    import pandas as pd
-
     from risbench import screening
 
-    final_bases = None
-    if args.images:
-        images = pd.read_parquet(args.images)
-        final_bases = int(((images["variant"] == "original") & (images["role"] == "base")).sum())
+    final_bases = screening.base_count(args.images) if args.images else None
     table = screening.summary_table(args.stages, args.final, final_bases)
     screening.write_summary(table, args.csv, args.markdown)
     log.info("screening table: %d rows -> %s", len(table), args.csv)

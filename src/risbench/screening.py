@@ -271,11 +271,11 @@ def summary_table(stage_paths, final_stats=(), final_bases: int | None = None) -
     """Every stage's rows (stage order, best first within a stage), ``kept`` as
     yes/no; then, when given, the full run's protocol ``all`` results of the
     survivors as stage ``full`` (``kept`` empty)."""
-    frames = [pd.read_csv(path) for path in stage_paths]
+    frames = [read_stage_table(path) for path in stage_paths]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STAGE_COLUMNS)
     table = table.sort_values("stage", kind="stable", ignore_index=True)
     table["stage"] = table["stage"].astype(str)
-    table["kept"] = np.where(table["kept"].astype(bool), "yes", "no")
+    table["kept"] = np.where(table["kept"].to_numpy(dtype=bool), "yes", "no")
     final_stats = list(final_stats)
     if final_stats:
         final = stage_table(final_stats, 0, final_bases or 0)
@@ -285,6 +285,12 @@ def summary_table(stage_paths, final_stats=(), final_bases: int | None = None) -
         final["kept"] = ""
         table = pd.concat([table, final], ignore_index=True)
     return table[STAGE_COLUMNS]
+
+
+def base_count(catalog_path: str | Path) -> int:
+    """The full run's number of base images: its catalog's original bases."""
+    images = pd.read_parquet(catalog_path, columns=["variant", "role"])
+    return int(((images["variant"] == "original") & (images["role"] == "base")).sum())
 
 
 def write_summary(table: pd.DataFrame, csv: str | Path, markdown: str | Path | None) -> None:

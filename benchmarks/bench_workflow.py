@@ -59,21 +59,20 @@ def run_snakemake(workdir: Path, checkout: Path, cores: int) -> tuple[float, flo
     started = time.perf_counter()
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
     command += ["--workflow-profile", "none"]
-    process = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    watched, scheduler = psutil.Process(process.pid), 0.0
-    while process.poll() is None:
-        try:
-            cpu = watched.cpu_times()
-            scheduler = cpu.user + cpu.system
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    errors = process.stderr.read()
+    log = workdir / "snakemake.log"  # a file, not a pipe: Snakemake writes a lot
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
+        watched, scheduler = psutil.Process(process.pid), 0.0
+        while process.poll() is None:
+            try:
+                cpu = watched.cpu_times()
+                scheduler = cpu.user + cpu.system
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
     wall = time.perf_counter() - started
     if process.returncode != 0:
-        raise SystemExit(f"snakemake failed in {workdir}:\n{errors[-3000:]}")
+        raise SystemExit(f"snakemake failed in {workdir}:\n{log.read_text()[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, scheduler, total

@@ -110,9 +110,9 @@ def measure(checkout: Path, config: Path, cores: int, keep: Path | None) -> dict
         copy_workflow(checkout, config, workdir)
         wall, scheduler, total = run_snakemake(workdir, checkout, cores)
         compute, source = in_job_compute(workdir)
-        if keep is not None:  # the tables and benchmark outputs, to compare runs
-            for part in ("tables", "benchmark"):
-                shutil.copytree(workdir / "results" / part, keep / part, dirs_exist_ok=True)
+        if keep is not None:  # tables, benchmark outputs, timings and logs, to compare runs
+            for part in ("results/tables", "results/benchmark", "results/timings", "logs"):
+                shutil.copytree(workdir / part, keep / Path(part).name, dirs_exist_ok=True)
         return {
             "checkout": str(checkout),
             "wall_s": round(wall, 1),
@@ -144,7 +144,7 @@ def main() -> None:
     )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument(
-        "--keep", type=Path, default=None, help="copy each run's tables under KEEP/1, KEEP/2, ..."
+        "--keep", type=Path, default=None, help="copy each run's outputs under KEEP/1, KEEP/2, ..."
     )
     args = parser.parse_args()
     rows = [

@@ -40,15 +40,16 @@ def cmd_dataset(args) -> None:
     except ValueError as error:
         raise SystemExit(f"dataset: --spec is not valid JSON: {error}") from None
     try:
-        dataset.run_stage(
-            spec,
-            images_dir=args.images_dir,
-            manifest=args.manifest,
-            image_list=args.list,
-            reports=reports,
-            reports_dir=args.reports_dir,
-            source_dir=args.source_dir,
-        )
+        with compute("dataset"):
+            dataset.run_stage(
+                spec,
+                images_dir=args.images_dir,
+                manifest=args.manifest,
+                image_list=args.list,
+                reports=reports,
+                reports_dir=args.reports_dir,
+                source_dir=args.source_dir,
+            )
     except dataset.DatasetError as error:
         raise SystemExit(f"dataset: {error}") from None
 
@@ -194,14 +195,15 @@ def cmd_summarize(args) -> None:
     from risbench.results import ResultsError
 
     try:
-        report.summarize(
-            args.runs,
-            tables_dir=args.tables_dir,
-            figures_dir=args.figures_dir,
-            timings=args.timings,
-            images=args.images,
-            robustness=args.robustness,
-        )
+        with compute("tables and figures"):
+            report.summarize(
+                args.runs,
+                tables_dir=args.tables_dir,
+                figures_dir=args.figures_dir,
+                timings=args.timings,
+                images=args.images,
+                robustness=args.robustness,
+            )
     except ResultsError as error:
         raise SystemExit(f"summarize: {error}") from None
     log.info("summary of %d run indexes, %d timing files", len(args.runs), len(args.timings))

@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pandas as pd
+
+from risbench import catalog, protocols, results, screening, store
 from risbench.jobtime import compute
 
 log = logging.getLogger("risbench")
@@ -33,10 +36,6 @@ def load(lists: dict[str, str], stores: dict[str, str], descriptor: str, bases: 
     only their rows (a screening stage).
 
     Returns (catalog, matrices, attrs of the first store)."""
-    import pandas as pd
-
-    from risbench import catalog, screening, store
-
     if set(lists) != set(stores):
         raise ValueError(
             f"variants with a list {sorted(lists)} and a store {sorted(stores)} differ"
@@ -73,26 +72,35 @@ def run(
 
     ``bases``: only the first N base groups (and the distractors), read from the
     full stores: a screening stage (protocol ``all`` only)."""
-    from risbench import protocols, results
+    with compute("load, sweeps, write"):
+        swept, attrs, width = _sweep(
+            descriptor, distance, lists, stores, list(outputs), spec, bases
+        )
+        _write(swept, descriptor, distance, attrs, width, outputs, run_index)
 
+
+def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
     images, matrices, attrs = load(lists, stores, descriptor, bases)
     radius = spec.get("radius", {}).get(distance) or {}
-    with compute("sweeps"):
-        swept = protocols.run_many(
-            images,
-            matrices,
-            list(outputs),
-            distance,
-            bits=attrs["dim"] if attrs["kind"] != "float" else None,
-            radius_step=radius.get("step"),
-            radius_max=radius.get("max"),
-            exclude_self=spec["exclude_self"],
-            tile_mb=spec["tile_mb"],
-            device=spec["device"],
-            beta=spec["beta"],
-            top_k=spec["top_k"],
-        )
-    width = next(iter(matrices.values())).shape[1]
+    swept = protocols.run_many(
+        images,
+        matrices,
+        protocol_names,
+        distance,
+        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        radius_step=radius.get("step"),
+        radius_max=radius.get("max"),
+        exclude_self=spec["exclude_self"],
+        tile_mb=spec["tile_mb"],
+        device=spec["device"],
+        beta=spec["beta"],
+        top_k=spec["top_k"],
+    )
+    return swept, attrs, next(iter(matrices.values())).shape[1]
+
+
+def _write(swept, descriptor, distance, attrs, width, outputs, run_index) -> None:
+    """Every protocol's table and stats, then the run index naming them."""
     for protocol, result in swept.items():
         stats = results.BenchmarkStats.from_sweep(
             result,

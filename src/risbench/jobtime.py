@@ -1,9 +1,11 @@
 """The compute inside a job, logged in one format for benchmarks/bench_workflow.py.
 
-A job's CPU time is interpreter start-up, imports and its real work; this
-records the last one: the CPU seconds (this process's threads, plus its child
-processes such as DataLoader workers once they have ended) spent inside a
-``with compute(what):`` block, as the log line ``compute: <seconds> s CPU (<what>)``.
+A job's CPU time is interpreter start-up, imports and its real work (reading
+its inputs, computing, writing its outputs); this records the last one: the CPU
+seconds (this process's threads, plus its child processes such as DataLoader
+workers once they have ended) spent inside a ``with compute(what):`` block that
+a job opens once its modules are imported, as the log line
+``compute: <seconds> s CPU (<what>)``.
 """
 
 from __future__ import annotations

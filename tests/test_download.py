@@ -299,7 +299,6 @@ def test_workflow_downloads_then_reads_mirflickr(served, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copy(ROOT / "environment.yml", workdir)  # the rules' conda: directive
     shutil.copytree(ROOT / "workflow", workdir / "workflow")
     (workdir / "src").symlink_to(ROOT / "src")
     (workdir / "config").mkdir()

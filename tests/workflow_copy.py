@@ -34,7 +34,6 @@ def copy_workflow(
     "copy" (a copy that a test may edit)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "Snakefile", workdir)
-    shutil.copy(ROOT / "environment.yml", workdir)  # the rules' conda: file
     shutil.copytree(ROOT / "workflow", workdir / "workflow")
     if profiles:
         shutil.copytree(ROOT / "profiles", workdir / "profiles")

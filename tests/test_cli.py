@@ -52,3 +52,34 @@ def test_version():
         [sys.executable, "-m", "risbench.cli", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.strip() == f"risbench {__version__}"
+
+
+def test_hash_and_benchmark_jobs_never_import_torch(tmp_path):
+    """The light jobs pay for no deep-learning import: a hash job and a benchmark
+    job, run as the rules run them, leave torch out of sys.modules."""
+    from pathlib import Path
+
+    photos = sorted((Path(__file__).parent / "data" / "golden" / "images").glob("*.png"))[:3]
+    code = f"""
+import json, sys
+import pandas as pd
+from risbench import catalog, cli
+paths = {[str(p) for p in photos]!r}
+ids = [p.rsplit("/", 1)[-1][:-4] for p in paths]
+manifest = pd.DataFrame({{"image_id": ids, "role": "base", "path": paths}})
+catalog.original_list(manifest).to_parquet("original.parquet")
+cli.main(["hash-store", "--list", "original.parquet", "--store", "dct=dct.zarr",
+          "--store", "rv=rv.zarr", "--store", "colorhash=colorhash.zarr"])
+spec = {{"beta": 1.0, "device": "cpu", "exclude_self": False, "radius": {{}}, "tile_mb": 8,
+        "top_k": 2}}
+cli.main(["benchmark", "--descriptor", "dct", "--distance", "hamming", "--list",
+          "original=original.parquet", "--store", "original=dct.zarr", "--spec",
+          json.dumps(spec), "--table", "all=all.parquet", "--stats", "all=all.json"])
+print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "all.json").exists() and (tmp_path / "rv.zarr").exists()

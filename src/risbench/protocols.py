@@ -177,30 +177,16 @@ def sweep_inputs(
 
 
 def run(
-    catalog: pd.DataFrame,
-    matrices: dict,
-    protocol: str,
-    distance: str,
-    *,
-    bits: int | None = None,
-    radius_step: float | None = None,
-    radius_max: float | None = None,
-    exclude_self: bool = False,
-    tile_mb: float = 256,
-    device: str = "auto",
-    beta: float = 1.0,
-    top_k: int = 10,
+    catalog: pd.DataFrame, matrices: dict, protocol: str, distance: str, **options
 ) -> metrics.SweepResult:
-    """Sweep one protocol for one descriptor and distance.
+    """Sweep one protocol for one descriptor and distance: :func:`run_many` of
+    that protocol alone (``options``: its keyword arguments).
 
     The grid is :func:`risbench.metrics.radius_grid` with ``radius_step`` and
     ``radius_max``; for euclidean without ``radius_max`` its maximum is
     :func:`euclidean_max_radius` of the data, with the default step rounded to
     a power of two (about 1024 steps)."""
-    grid = {"bits": bits, "radius_step": radius_step, "radius_max": radius_max}
-    inputs = sweep_inputs(catalog, matrices, protocol, distance, **grid)
-    options = {"tile_mb": tile_mb, "device": device, "beta": beta, "top_k": top_k}
-    return metrics.sweep(distance=distance, exclude_self=exclude_self, **inputs, **options)
+    return run_many(catalog, matrices, [protocol], distance, **options)[protocol]
 
 
 def run_many(
@@ -219,8 +205,8 @@ def run_many(
     top_k: int = 10,
 ) -> dict[str, metrics.SweepResult]:
     """Every protocol of ``protocol_names`` for one descriptor and distance:
-    ``{protocol: result}`` in the order given, each result identical to
-    :func:`run`'s (same options).
+    ``{protocol: result}`` in the order given, each result identical to a
+    sweep of that protocol alone.
 
     ``all`` and ``distractors``, when both are asked, come out of one sweep:
     ``all``'s queries are the first queries of ``distractors`` against the same
@@ -243,7 +229,8 @@ def run_many(
         results = _all_and_distractors(catalog, matrices, distance, grid, options)
     for name in names:
         if name not in results:
-            results[name] = run(catalog, matrices, name, distance, **grid, **options)
+            inputs = sweep_inputs(catalog, matrices, name, distance, **grid)
+            results[name] = metrics.sweep(distance=distance, **inputs, **options)
     return {name: results[name] for name in names}
 
 

@@ -354,20 +354,23 @@ def _open_checked(path, asked: dict) -> tuple[zarr.Array, dict, dict]:
     return array, attrs, record
 
 
-def read_store(
-    path: str | os.PathLike,
-    *,
-    descriptor: str | None = None,
-    kind: str | None = None,
-    dim: int | None = None,
-    variant: str | None = None,
-    rows: int | None = None,
-) -> tuple[np.ndarray, dict]:
+EXPECTABLE = ("descriptor", "kind", "dim", "variant", "rows")
+
+
+def _asked(expect: dict) -> dict:
+    """What a reader asks of a store: ``descriptor``, ``kind``, ``dim``,
+    ``variant`` and ``rows`` (its row count), each None when not asked."""
+    unknown = set(expect) - set(EXPECTABLE)
+    if unknown:
+        raise TypeError(f"a store cannot be asked for {sorted(unknown)}; only {EXPECTABLE}")
+    return {key: expect.get(key) for key in EXPECTABLE}
+
+
+def read_store(path: str | os.PathLike, **expect) -> tuple[np.ndarray, dict]:
     """The matrix and attributes of a store, after every check of the module
-    docstring; the keyword arguments given must equal the store's attributes
-    (``rows``: its row count)."""
-    asked = {"descriptor": descriptor, "kind": kind, "dim": dim, "variant": variant, "rows": rows}
-    array, attrs, record = _open_checked(path, asked)
+    docstring; ``expect`` (descriptor, kind, dim, variant, rows) must equal the
+    store's attributes (``rows``: its row count)."""
+    array, attrs, record = _open_checked(path, _asked(expect))
     chunks = len(record["digests"])
     _check_present(path, array, range(chunks))
     if chunks == 0:
@@ -381,20 +384,11 @@ def _runs(chunks: np.ndarray) -> list[tuple[int, int]]:
     return [(int(run[0]), int(run[-1])) for run in np.split(chunks, breaks)]
 
 
-def read_rows(
-    path: str | os.PathLike,
-    positions,
-    *,
-    descriptor: str | None = None,
-    kind: str | None = None,
-    dim: int | None = None,
-    variant: str | None = None,
-    rows: int | None = None,
-) -> tuple[np.ndarray, dict]:
+def read_rows(path: str | os.PathLike, positions, **expect) -> tuple[np.ndarray, dict]:
     """Rows ``positions`` (strictly increasing) of a store and its attributes,
-    reading and checking only the chunks that hold them (see the module docstring)."""
-    asked = {"descriptor": descriptor, "kind": kind, "dim": dim, "variant": variant, "rows": rows}
-    array, attrs, record = _open_checked(path, asked)
+    reading and checking only the chunks that hold them (see the module docstring);
+    ``expect`` as for :func:`read_store`."""
+    array, attrs, record = _open_checked(path, _asked(expect))
     positions = np.asarray(positions)
     if positions.ndim != 1 or (positions.size and positions.dtype.kind not in "iu"):
         raise _error(path, f"row positions must be a 1-D integer array, got {positions.dtype}")

@@ -24,7 +24,7 @@ rule benchmark:
         "../envs/cupy.yaml"
         if placement.uses_gpu(config, "benchmark")
         else "../envs/risbench.yaml"
-    threads: lambda wildcards: 1 if wildcards.distance == "hamming" else threads(4)
+    threads: benchmark_threads
     resources:
         gpu=int(placement.uses_gpu(config, "benchmark")),
         mem_mb=mem_mb(16000),

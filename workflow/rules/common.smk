@@ -68,6 +68,14 @@ def threads(wanted):
     return placement.threads(config, wanted)
 
 
+def benchmark_threads(wildcards):
+    """Hamming sweeps are integer popcounts: one thread; the others' BLAS gets
+    benchmark.threads (at most a node's CPUs)."""
+    if wildcards.distance == "hamming":
+        return 1
+    return threads(config["benchmark"]["threads"])
+
+
 def mem_mb(base):
     """A rule's memory request: `base` MB per attempt, at most a node's memory."""
     return lambda wildcards, attempt: placement.mem_mb(config, base, attempt)
@@ -107,9 +115,12 @@ def print_table3():
 
 
 def benchmark_spec(wildcards):
-    """The benchmark settings one job depends on (its own distance's grid only)."""
+    """The benchmark settings one job depends on (its own distance's grid only;
+    not its thread request, a resource)."""
     spec = {
-        k: v for k, v in config["benchmark"].items() if k not in ("protocols", "radius")
+        k: v
+        for k, v in config["benchmark"].items()
+        if k not in ("protocols", "radius", "threads")
     }
     spec["radius"] = {
         wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)

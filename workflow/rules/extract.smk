@@ -17,7 +17,7 @@ for model_key, model_spec in config["models"].items():
             f"results/timings/extract/{model_key}/{{variant}}.tsv"
         conda:
             "../envs/torch.yaml"
-        threads: threads(max(4, config["extract"]["workers"] + 1))
+        threads: threads(config["extract"]["threads"])
         resources:
             gpu=int(placement.uses_gpu(config, "extract")),
             mem_mb=mem_mb(16000),

@@ -139,8 +139,8 @@ def main() -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=ROOT / "config" / "config.yaml",
-        help="the config to run (default: the default reproduction run)",
+        default=None,
+        help="the config to run (default: each checkout's own config/config.yaml)",
     )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument(
@@ -148,7 +148,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = [
-        measure(c.resolve(), args.config.resolve(), args.cores, args.keep and args.keep / str(i))
+        measure(
+            c.resolve(),
+            (args.config or c / "config" / "config.yaml").resolve(),
+            args.cores,
+            args.keep and args.keep / str(i),
+        )
         for i, c in enumerate(args.checkout, start=1)
     ]
     print(pd.DataFrame(rows).set_index("checkout").T.to_string())

@@ -46,19 +46,13 @@ def descriptor(matrices, variant, image_id):
     return matrices[variant][i]
 
 
-def test_parse_and_variants_needed():
+def test_parse():
     assert protocols.parse("all") == ("all", None)
     assert protocols.parse("single-rotate-2") == ("single", "rotate-2")
     with pytest.raises(ValueError):
         protocols.parse("single-")
     with pytest.raises(ValueError):
         protocols.parse("some")
-    assert protocols.variants_needed("all", VARIANTS) == VARIANTS
-    assert protocols.variants_needed("distractors", VARIANTS) == VARIANTS
-    assert protocols.variants_needed("single-blur", VARIANTS) == ["original", "blur"]
-    assert protocols.variants_needed("single-original", VARIANTS) == ["original"]
-    with pytest.raises(ValueError):
-        protocols.variants_needed("single-jpeg", VARIANTS)
 
 
 def test_select():

@@ -41,18 +41,6 @@ def parse(protocol: str) -> tuple[str, str | None]:
     raise ValueError(f"unknown protocol {protocol!r}: one of all, distractors, single-<variant>")
 
 
-def variants_needed(protocol: str, all_variants) -> list[str]:
-    """The variants whose images (and descriptors) a protocol reads, in the order
-    of ``all_variants`` (``original`` first for single-variant protocols)."""
-    kind, variant = parse(protocol)
-    all_variants = list(all_variants)
-    if kind in ("all", "distractors"):
-        return all_variants
-    if variant not in all_variants:
-        raise ValueError(f"protocol {protocol}: variant {variant!r} is not benchmarked")
-    return ["original"] if variant == "original" else ["original", variant]
-
-
 def select(catalog: pd.DataFrame, protocol: str) -> dict:
     """The catalog rows of a protocol's index and queries.
 

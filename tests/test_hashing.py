@@ -73,3 +73,30 @@ def test_hash_command_names_a_bad_file_and_goes_on(tmp_path):
     assert done.returncode == 1
     assert str(bad) in done.stderr
     assert done.stdout.endswith(f"\t{PHOTOS[0]}\n")
+
+
+def test_the_hash_job_writes_every_hash_of_a_variant(tmp_path, caplog):
+    """One job, every hash: each store holds exactly what hash_file gives for each
+    file, records its variant, and the job counts the degenerate RV digests (a
+    panorama far wider than 3x its height gets pHash's constant digest)."""
+    import logging
+
+    import pandas as pd
+
+    from risbench import store
+
+    thin = tmp_path / "panorama.png"
+    Image.fromarray(np.arange(10 * 400, dtype=np.uint8).reshape(10, 400)).save(thin)
+    paths = [str(p) for p in PHOTOS[:3]] + [str(thin)]
+    listing = tmp_path / "blur.parquet"
+    pd.DataFrame({"image_id": list("abcd"), "variant": "blur", "path": paths}).to_parquet(listing)
+    outputs = {name: str(tmp_path / f"{name}.zarr") for name in ("dct", "rv", "colorhash")}
+    with caplog.at_level(logging.INFO, logger="risbench"):
+        hashing.hash_variant(listing, outputs)
+    for name, path in outputs.items():
+        matrix, attrs = store.read_store(path, descriptor=name, variant="blur", rows=4)
+        expected = [np.frombuffer(hashing.hash_file(name, p), dtype=np.uint8) for p in paths]
+        np.testing.assert_array_equal(matrix, np.stack(expected))
+        assert attrs["kind"] == hashing.get(name).kind and attrs["dim"] == hashing.get(name).bits
+    assert "rv: 1 of 4 digests degenerate" in caplog.text
+    assert f"degenerate digest (matches no image): {thin}" in caplog.text

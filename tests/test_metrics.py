@@ -63,18 +63,22 @@ def brute_pairs(d, ig, qg, qself):
     return np.array(sim), np.array(dis)
 
 
-def brute_ranked(d, ig, qg, qself, excl, k):
-    """Top k with pessimistic ties (irrelevant first, then index order)."""
+def brute_ranked(d, ig, qg, qself, k):
+    """Top k with pessimistic ties (irrelevant first, then index order), the
+    query itself always left out; k raised to the most relevant of any query."""
     nq, n = d.shape
     lists, nrel = [], []
     for q in range(nq):
-        cols = [i for i in range(n) if not (excl and i == qself[q])]
+        cols = [i for i in range(n) if i != qself[q]]
+        nrel.append(sum(ig[i] == qg[q] for i in cols))
+    k = max([k, *nrel])
+    for q in range(nq):
+        cols = [i for i in range(n) if i != qself[q]]
         rel = {i: ig[i] == qg[q] for i in cols}
         ranked = sorted(cols, key=lambda i: (d[q, i], rel[i], i))[:k]
         lists.append([(d[q, i], rel[i]) for i in ranked])
-        nrel.append(sum(rel.values()))
+    out = {"top_k": k}
     has = [q for q in range(nq) if nrel[q] > 0]
-    out = {}
     for m in (1, 10):
         if m <= k:
             out[f"recall_at_{m}"] = (
@@ -197,6 +201,95 @@ def test_ranked_metrics_pessimistic_ties():
     # P/R at r = 1/8 for q: {a, b} retrieved, a relevant: P = 1/2, R = 1/2
     j = 1
     assert r.tp[j] == 1 and r.fp[j] == 1 and r.fn[j] == 1
+
+
+def isc_micro_ap(predictions, gt):
+    """ISC2021's micro-AP (facebookresearch/isc2021, isc/metrics.py:
+    precision_recall + average_precision), restated: ``predictions`` (query,
+    reference, score), ``gt`` the set of positive (query, reference) pairs."""
+    y = np.array([(q, i) in gt for q, i, _ in predictions], dtype=bool)
+    score = np.array([sc for _, _, sc in predictions])
+    order = sorted(range(len(y)), key=lambda j: (score[j], not y[j]))[::-1]
+    y = y[order]
+    ntp = np.cumsum(y)
+    precisions = ntp / np.arange(1, len(y) + 1)
+    recalls = ntp / len(gt)
+    return float(((recalls - np.concatenate([[0], recalls[:-1]])) * precisions).sum())
+
+
+def test_micro_ap_by_hand():
+    """Two queries, k = 3. q0 (3 relevant): 0.1 yes, 0.2 no, 0.4 yes; q1 (1
+    relevant): 0.2 yes, 0.3 no, nothing more. Pooled, ties irrelevant first:
+    0.1 yes, 0.2 no, 0.2 yes, 0.3 no, 0.4 yes: precision 1/1, 2/3, 3/5 at the
+    hits, 4 relevant pairs: μAP = (1 + 2/3 + 3/5) / 4 = 17/30. AP@3: q0
+    (1 + 2/3) / 3 = 5/9, q1 1: mAP = 7/9."""
+    topk_d = np.array([[0.1, 0.2, 0.4], [0.2, 0.3, np.inf]])
+    topk_rel = np.array([[True, False, True], [True, False, False]])
+    out = metrics.ranked_metrics(topk_d, topk_rel, np.array([3, 1]))
+    assert out["micro_ap"] == pytest.approx(17 / 30, abs=1e-15)
+    assert out["map_at_k"] == pytest.approx(7 / 9, abs=1e-15)
+    assert out["recall_at_1"] == 1.0 and out["top_k"] == 3
+    preds = [(0, 0, -0.1), (0, 1, -0.2), (0, 2, -0.4), (1, 0, -0.2), (1, 1, -0.3)]
+    gt = {(0, 0), (0, 2), (0, 9), (1, 0)}  # (0, 9): relevant, never predicted
+    assert isc_micro_ap(preds, gt) == pytest.approx(17 / 30, abs=1e-15)
+
+
+@pytest.mark.parametrize("excl", [False, True])
+def test_ranked_metrics_leave_the_query_out(excl):
+    """Points 0 (A), 1 (B), 3 (A) on a line, every query in the index: the
+    nearest other image of 0 and of 3 is 1 (irrelevant), so recall@1 = 0 (it
+    was 1 when the query found itself), whatever exclude_self. Top lists: q0
+    (1 no, 3 yes), q1 (1 no, 2 no), q2 (2 no, 3 yes); pooled: four misses,
+    then the two hits: μAP = (1/5 + 2/6) / 2 = 4/15; AP: 1/2 each."""
+    x = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    x = x - x.mean()
+    g = np.array(["A", "B", "A"])
+    radii = np.array([0.0, 1.0, 2.0, 3.0])
+    r = metrics.sweep(
+        x, g, x, g, "euclidean", radii, query_self=np.arange(3), exclude_self=excl, device="cpu"
+    )
+    ranked = r.ranked()
+    assert ranked["recall_at_1"] == 0.0 and ranked["recall_at_10"] == 1.0
+    assert ranked["map_at_k"] == 0.5 and ranked["top_k"] == 10
+    assert ranked["micro_ap"] == pytest.approx(4 / 15, abs=1e-15)
+    assert ranked["queries_with_relevant"] == 2
+    # the radius sweep still follows exclude_self: at r = 0, the query itself
+    assert r.tp[0] == (0 if excl else 3) and r.fn[0] == 2
+
+
+@pytest.mark.parametrize("distance", ["cosine", "hamming"])
+def test_micro_ap_equals_isc2021_on_brute_force_predictions(distance):
+    """ISC-style predictions built by brute force from the distance matrix: every
+    query's k nearest other index images (pessimistic ties; distractor queries
+    too), score −d; ground truth: every same-group pair other than the query
+    itself. Groups of 12 (11 relevant > top_k = 5): k becomes 11."""
+    rng = np.random.default_rng(12)
+    if distance == "hamming":  # 8 bits: many ties
+        x, bits = rng.integers(0, 256, (60, 1), dtype=np.uint8), 8
+    else:
+        x, bits = rng.standard_normal((60, 6)).astype(np.float32), None
+    n = 48
+    g = np.concatenate([np.repeat(np.arange(4), 12), 100 + np.arange(12)])
+    qself = np.where(np.arange(60) < n, np.arange(60), -1)
+    radii = metrics.radius_grid(distance, bits=bits, step=None if bits else 0.05)
+    r = metrics.sweep(
+        x[:n], g[:n], x, g, distance, radii, bits=bits, query_self=qself, top_k=5,
+        tile_rows=7, device="cpu",
+    )  # fmt: skip
+    ranked = r.ranked()
+    k = 11
+    assert ranked["top_k"] == k
+    d = dist.pairwise(x, x[:n], distance, bits=bits, device="cpu").astype(np.float64)
+    preds, gt = [], set()
+    for q in range(60):
+        cols = [i for i in range(n) if i != qself[q]]
+        rel = {i: g[i] == g[q] for i in cols}
+        gt |= {(q, i) for i in cols if rel[i]}
+        for i in sorted(cols, key=lambda i: (d[q, i], rel[i], i))[:k]:
+            preds.append((q, i, -d[q, i]))
+    assert len(gt) == 4 * 12 * 11
+    assert ranked["micro_ap"] == pytest.approx(isc_micro_ap(preds, gt), abs=1e-12)
+    assert ranked["micro_ap"] < 1.0
 
 
 # --------------------------------------------------------------------------- grid
@@ -355,7 +448,7 @@ def test_sweep_matches_brute_force(p):
     np.testing.assert_allclose(stats["similar"]["median"] or 0, np.median(sim) if len(sim) else 0)
 
     # ranked metrics
-    expected = brute_ranked(d, p["ig"], p["qg"], p["qself"], p["excl"], p["top_k"])
+    expected = brute_ranked(d, p["ig"], p["qg"], p["qself"], p["top_k"])
     got = r.ranked()
     for key, value in expected.items():
         if value is None:
@@ -476,7 +569,7 @@ def test_the_gpu_code_path_on_a_numpy_shim(monkeypatch):
                 x, g, x, g, distance, radii, bits=bits, qself=np.arange(50), excl=excl
             )
             assert_matches(r, ref, counts)
-            expected = brute_ranked(d, g, g, np.arange(50), excl, 10)
+            expected = brute_ranked(d, g, g, np.arange(50), 10)
             assert r.ranked()["micro_ap"] == pytest.approx(expected["micro_ap"], abs=1e-12)
 
 
@@ -595,7 +688,9 @@ def test_top_step_keeps_the_exact_top_k(distance):
         parts[None].lowest = acc.p.R + 1  # no dissimilar candidates: the top k alone
         acc.top(acc.candidates(t, parts))
     d = dist.pairwise(x, x, distance, bits=bits, device="cpu").astype(np.float64)
-    assert np.array_equal(acc.topk_d, np.sort(d, axis=1)[:, :4])
+    k = acc.topk_d.shape[1]  # max(4, the largest group)
+    assert k == max(4, np.bincount(g).max())
+    assert np.array_equal(acc.topk_d, np.sort(d, axis=1)[:, :k])
 
 
 # --------------------------------------------------------------------------- query sets
@@ -702,7 +797,10 @@ def test_any_query_set_matches_brute_force(p, seed):
             if len(values):
                 assert block["min"] == values.min() and block["max"] == values.max()
                 assert block["mean"] == pytest.approx(values.mean(), rel=1e-6, abs=1e-9)
-        expected = brute_ranked(d, p["ig"], p["qg"][rows], p["qself"][rows], p["excl"], p["top_k"])
+        # the sweep's k comes from every query's relevant count, not just the set's
+        others = (p["ig"][None, :] == p["qg"][:, None]).sum(axis=1) - (p["qself"] >= 0)
+        k = max(p["top_k"], int(others.max()))
+        expected = brute_ranked(d, p["ig"], p["qg"][rows], p["qself"][rows], k)
         for key, value in expected.items():
             assert r.ranked()[key] == (None if value is None else pytest.approx(value, abs=1e-12))
 

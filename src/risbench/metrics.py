@@ -8,7 +8,7 @@ F1 = 2PR/(P+R) (0 when P+R = 0), Fβ = (1+β²)PR/(β²P+R) likewise. A table ho
 the MEAN over queries of P, R, F1 and Fβ at each radius, and tp, fp, fn summed
 over queries. The query itself, when it is in the index, is retrieved and
 relevant (the paper's convention) unless ``exclude_self``, which makes it
-neither.
+neither. (The ranked metrics always leave it out: :func:`ranked_metrics`.)
 
 How (design.md, "Computation"): the distances of a tile of queries against
 the whole index are computed once (:mod:`risbench.distance`), each distance is
@@ -35,9 +35,11 @@ From the same pass:
   relative error < 1e-6; the dissimilar quartiles come from the histogram: the
   smallest grid radius r with a fraction ≥ p of the pairs at d ≤ r (so within
   one grid step above the exact quantile), None beyond the grid;
-- the exact top k per query: the k-th nearest's bin comes from the per-query
-  counts; every pair in a bin up to it is a candidate; the candidates are
-  sorted exactly (distance, then irrelevant before relevant, then index).
+- the exact top k per query, the query itself left out (k = max(top_k, the
+  most relevant images of any query)): the bin of the k-th nearest other
+  image comes from the per-query counts; every pair in a bin up to it is a
+  candidate; the candidates are sorted exactly (distance, then irrelevant
+  before relevant, then index).
 
 Cost: one float32 matrix product per pair plus, on the CPU, about 2 ns per pair
 of binning and counting (a sort of 16-bit bins per query row) and O(radii)
@@ -590,7 +592,9 @@ class _SetTotals:
         xp.divide(tp, work, out=work)
         return work.sum(axis=0)
 
-    def result(self, topk_d: np.ndarray, topk_rel: np.ndarray) -> SweepResult:
+    def result(self, topk_d: np.ndarray, topk_rel: np.ndarray, rank_nrel) -> SweepResult:
+        """The set's result; ``topk_d``, ``topk_rel``: every query's top k (the
+        query itself left out), ``rank_nrel``: its relevant images other than itself."""
         p, R = self.p, self.p.R
         nq = int(self.mask.sum())
         nrel = p.nrel[self.mask]
@@ -610,7 +614,9 @@ class _SetTotals:
             dissimilar=self.dis.summary(p.radii, p.scale, keep_values=False),
             similar_hist=self.sim.hist[: R + 1].copy(),
             dissimilar_hist=self.dis.hist[: R + 1].copy(),
-            ranked_metrics=ranked_metrics(topk_d[self.mask], topk_rel[self.mask], nrel),
+            ranked_metrics=ranked_metrics(
+                topk_d[self.mask], topk_rel[self.mask], rank_nrel[self.mask]
+            ),
         )
 
 
@@ -645,9 +651,16 @@ class _TileAccumulator:
         self.chunk = max(1, CHUNK_ELEMENTS // max(1, p.n)) if self.numpy else tile_rows
         self.counter = binning.cpu_counter() if self.numpy else None
         self.integer = p.distance == "hamming"
-        self.k_eff = min(p.top_k, p.n)
-        self.topk_d = np.full((p.nq, p.top_k), np.inf)
-        self.topk_rel = np.zeros((p.nq, p.top_k), dtype=bool)
+        # Ranked lists leave the query itself out, always: relevant = the others
+        # of its group; k = max(top_k, most relevant of any query).
+        self.rank_nrel = np.diff(p.rel_ptr)
+        self.k = max(p.top_k, int(self.rank_nrel.max(initial=0)))
+        # pairs to reach per query in ``cum`` (which holds the query itself unless
+        # exclude_self): k others (at most all of them), plus itself when counted
+        counted_self = p.has_self & (not p.exclude_self)
+        self.k_reach = np.minimum(self.k, p.n - p.has_self) + counted_self
+        self.topk_d = np.full((p.nq, self.k), np.inf)
+        self.topk_rel = np.zeros((p.nq, self.k), dtype=bool)
         self.sets = {name: _SetTotals(mask, p, xp) for name, mask in masks.items()}
         self._allocate()
 
@@ -658,6 +671,7 @@ class _TileAccumulator:
         self.rel_cols_x = xp.asarray(p.rel_cols)
         self.query_self_x = xp.asarray(p.query_self)
         self.nrel_x = xp.asarray(p.nrel)
+        self.k_reach_x = xp.asarray(self.k_reach)
         self.grid = xp.arange(p.R + 1)
         self.ones = None if self.integer else xp.ones(p.n, dtype=raw)
         # bins of one chunk, then a sentinel column (see binning.cum_sort)
@@ -771,14 +785,15 @@ class _TileAccumulator:
 
     def candidates(self, t: _Tile, parts: dict) -> _Candidates:
         """Step 4: every pair whose bin is at most that of its query's k-th nearest
-        (cum already leaves the query out under exclude_self) or that of the
-        nearest dissimilar pair of a set the query is in (for :meth:`extremes`)."""
+        other image (k = ``self.k``; cum counts the query itself unless
+        exclude_self, so one more pair is reached then) or that of the nearest
+        dissimilar pair of a set the query is in (for :meth:`extremes`)."""
         p, xp = self.p, self.xp
         lowest = np.full(t.rows, -1, dtype=np.int64)  # -1: no dissimilar pair in the grid
         for part in parts.values():
             if part.lowest <= p.R:
                 lowest[part.rows] = np.maximum(lowest[part.rows], part.lowest)
-        kth = binning.first_at_least(t.cum, self.k_eff, xp)
+        kth = binning.first_at_least(t.cum, self.k_reach_x[t.start : t.stop][:, None], xp)
         low = xp.asarray(lowest)
         level = xp.where(low >= 0, xp.maximum(kth, low), kth)
         flat = xp.flatnonzero(t.raw <= self.binner.limit[level][:, None])
@@ -798,10 +813,11 @@ class _TileAccumulator:
 
     def _nearest_beyond_grid(self, t: _Tile, r: int, low_limit: float):
         """Candidates of a query whose k-th nearest lies beyond the grid: its k
-        nearest (ties included) and its pairs at most ``low_limit``."""
-        p, k = self.p, self.k_eff
+        nearest other images (ties included) and its pairs at most ``low_limit``
+        (the query itself is neither a ranked nor a dissimilar candidate)."""
+        p, k = self.p, self.k
         row = dist.to_numpy(t.raw[r]).astype(np.float64)
-        if p.exclude_self and p.has_self[t.start + r]:
+        if p.has_self[t.start + r]:
             row[p.query_self[t.start + r]] = np.inf
         finite = np.isfinite(row)
         if int(finite.sum()) <= k:
@@ -845,19 +861,22 @@ class _TileAccumulator:
             part.max = float(_pick(t.raw, part.sel, xp).max())
 
     def top(self, cand: _Candidates) -> None:
-        """Step 7: the exact top k of the tile's queries, from the candidates."""
+        """Step 7: the exact top k of the tile's queries, from the candidates,
+        the query itself left out (whatever ``exclude_self``: see
+        :func:`ranked_metrics`)."""
         p = self.p
-        keep = ~cand.is_self if p.exclude_self else np.ones(cand.q.size, dtype=bool)
+        keep = ~cand.is_self
         q, c, v, rel = cand.q[keep], cand.c[keep], cand.v[keep], cand.rel[keep]
         order = np.lexsort((c, rel, v, q))
         q, rel, v = q[order], rel[order], v[order]
         rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
-        keep = rank < p.top_k
+        keep = rank < self.k
         self.topk_d[q[keep], rank[keep]] = v[keep] / p.scale
         self.topk_rel[q[keep], rank[keep]] = rel[keep]
 
     def results(self) -> dict:
-        return {name: s.result(self.topk_d, self.topk_rel) for name, s in self.sets.items()}
+        top = (self.topk_d, self.topk_rel, self.rank_nrel)
+        return {name: s.result(*top) for name, s in self.sets.items()}
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -901,7 +920,8 @@ def sweep(
     query i in the index or -1 (required for ``exclude_self``; queries not in
     the index have -1); ``tile_mb``: memory bound of a tile of distances
     (``tile_rows`` sets the rows directly); ``device``: auto, cpu or cuda;
-    ``beta``: the β of Fβ (> 0); ``top_k``: depth of the ranked metrics.
+    ``beta``: the β of Fβ (> 0); ``top_k``: depth of the ranked metrics (at
+    least; raised to the most relevant images of any query).
 
     ``query_sets``: several results from one pass, ``{name: queries}`` with
     each set's queries as a boolean mask or as positions in ``queries`` (in
@@ -970,18 +990,30 @@ def _setup(index, index_groups, queries, query_groups, distance, radii, **kw):
 
 def ranked_metrics(topk_d: np.ndarray, topk_rel: np.ndarray, nrel: np.ndarray) -> dict:
     """Ranked metrics from each query's top k (distances ascending, ``inf`` for
-    missing entries; relevance flags) and its number of relevant images:
+    missing entries; relevance flags) and its number of relevant images.
+
+    The query itself is never in its own ranked list nor counted in ``nrel``
+    (as in ISC2021, where a query is never its own reference), whatever
+    ``exclude_self`` says (that option governs the radius sweep only): else
+    recall@1 is trivially 1 for every query in the index. :func:`sweep` takes
+    k = max(``top_k``, the largest ``nrel``), so that AP can reach 1; the k
+    used is reported as ``top_k``.
 
     - ``recall_at_1``, ``recall_at_10``: the fraction of queries with at least
-      one relevant image that have one among their 1 (10) nearest index images
-      (the query itself excluded under ``exclude_self``, included otherwise);
+      one relevant image that have one among their 1 (10) nearest other index
+      images (present when k ≥ 1 (10));
     - ``map_at_k``: mean over those queries of AP@k = Σ_{j ≤ k, rel j}
-      precision@j / min(relevant, k), k = ``top_k``;
-    - ``micro_ap``: ISC2021-style micro average precision: every (query,
-      neighbour) of the top k of every query (distractors included) is one
-      prediction with score −distance; sorted by score, equal scores with
-      irrelevant before relevant (pessimistic), AP over that list with all
-      relevant pairs (also those never predicted) as the denominator.
+      precision@j / min(nrel, k);
+    - ``micro_ap``: ISC2021's micro average precision (facebookresearch/isc2021,
+      ``isc/metrics.py``: ``precision_recall`` then ``average_precision``).
+      Every (query, neighbour) of the top k of every query (distractor queries
+      included) is one prediction with score −distance; the predictions sorted
+      by score descending, at equal scores irrelevant before relevant (as the
+      reference does: it sorts by (score, not relevant) and reverses, "the
+      worst possible AP"); then μAP = Σ_i precision@i × Δrecall_i, where
+      recall_i = (relevant among the first i) / P and P = Σ nrel, all the
+      relevant pairs, predicted or not: Σ over the relevant predictions i of
+      precision@i / P.
 
     Ranking ties: at equal distance irrelevant images rank before relevant
     ones, then by index position (pessimistic, for the top k as well)."""

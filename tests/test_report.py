@@ -465,6 +465,15 @@ def test_ranked_table_where_computed_best_map_first(tmp_path):
         _write(tmp_path, "all", "mh", "hamming", {"f1": 0.5}),  # not computed
         _write(tmp_path, "single-blur", "dct", "hamming", {"f1": 0.5}, ranked=ranked(0.9)),
         _write(tmp_path, "single-blur", "cnn", "cosine", {"f1": 0.5}, ranked=ranked(0.9)),
+        # the query left out of its own list: nothing relevant to rank
+        _write(
+            tmp_path,
+            "single-original",
+            "dct",
+            "hamming",
+            {"f1": 1.0},
+            ranked={"queries_with_relevant": 0, "recall_at_1": None, "map_at_k": None},
+        ),
     ]
     table = report.ranked_table(report.results_frame(paths))
     assert list(table.columns) == [

@@ -289,8 +289,11 @@ def distance_table(results: pd.DataFrame, protocol: str | None = "all") -> pd.Da
 def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
     """Ranked retrieval (recall@1, recall@10, mAP, micro-AP) per protocol, descriptor
     and distance where the engine computed them; protocols in run order, best
-    mAP first within one, ties by name."""
-    rows = results[results["ranked"].notna()]
+    mAP first within one, ties by name. Benchmarks where no query has a relevant
+    image other than itself (``single-original``: the ranked lists leave the
+    query out) have nothing to rank and are left out."""
+    ranked = results["ranked"]
+    rows = results[ranked.map(lambda r: bool(r) and r.get("queries_with_relevant", 1) > 0)]
     metrics = list(dict.fromkeys(key for ranked in rows["ranked"] for key in ranked))
     table = pd.DataFrame(
         [

@@ -168,27 +168,9 @@ def zoo_run(tmp_path_factory):
     """The zoo, and one `risbench dataset` run over it."""
     tmp = tmp_path_factory.mktemp("zoo")
     works = make_zoo(tmp / "zoo")
-    spec = {**DATASET_DEFAULTS, "source": "folder", "folder": str(tmp / "zoo")}
-    spec["max_pixels"] = MAX_PIXELS
     out = tmp / "results"
     out.mkdir()
-    done = run_cli(
-        "dataset",
-        "--spec",
-        json.dumps(spec),
-        "--images-dir",
-        str(out / "images" / "original"),
-        "--manifest",
-        str(out / "manifest.parquet"),
-        "--list",
-        str(out / "original.parquet"),
-        "--skipped",
-        str(out / "skipped.csv"),
-        "--duplicates",
-        str(out / "duplicates.csv"),
-        "--near-duplicates",
-        str(out / "near_duplicates.csv"),
-    )
+    done = run_dataset(tmp / "zoo", out, max_pixels=MAX_PIXELS)
     assert done.returncode == 0, done.stderr
     return tmp, works, out, done.stderr
 

@@ -59,6 +59,14 @@ def test_schema_rejects_wrong_types_and_unknown_keys(default, edit, message):
         validate(config, SCHEMA, set_default=True)
 
 
+def assert_check_fails(default, edit, message):
+    """The default config with ``edit`` fails risbench's checks with ``message``."""
+    config = copy.deepcopy(default)
+    edit(config)
+    with pytest.raises(risbench_config.ConfigError, match=message):
+        risbench_config.check(config)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -79,10 +87,7 @@ def test_schema_rejects_wrong_types_and_unknown_keys(default, edit, message):
     ],
 )
 def test_name_check_lists_valid_names(default, edit, message):
-    config = copy.deepcopy(default)
-    edit(config)
-    with pytest.raises(risbench_config.ConfigError, match=message):
-        risbench_config.check(config)
+    assert_check_fails(default, edit, message)
 
 
 # ---------------------------------------------------------------- hardening (issue 14)
@@ -131,10 +136,7 @@ def test_schema_rejects_unsafe_names_and_unbounded_numbers(default, edit, messag
     ],
 )
 def test_check_refuses_what_the_schema_lets_through(default, edit, message):
-    config = copy.deepcopy(default)
-    edit(config)
-    with pytest.raises(risbench_config.ConfigError, match=message):
-        risbench_config.check(config)
+    assert_check_fails(default, edit, message)
 
 
 def test_more_distractors_than_images_fails_naming_the_keys(default, tmp_path):

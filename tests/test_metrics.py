@@ -398,10 +398,9 @@ def problems(draw):
     }
 
 
-@SETTINGS
-@given(problems())
-def test_sweep_matches_brute_force(p):
-    r = metrics.sweep(
+def sweep_problem(p, **extra):
+    """``metrics.sweep`` of a drawn problem (see :func:`problems`) on the CPU."""
+    return metrics.sweep(
         p["index"],
         p["ig"],
         p["queries"],
@@ -415,7 +414,14 @@ def test_sweep_matches_brute_force(p):
         beta=math.sqrt(3),
         top_k=p["top_k"],
         device="cpu",
+        **extra,
     )
+
+
+@SETTINGS
+@given(problems())
+def test_sweep_matches_brute_force(p):
+    r = sweep_problem(p)
     ref, counts, d = brute_force(
         p["index"],
         p["ig"],
@@ -766,22 +772,7 @@ def test_any_query_set_matches_brute_force(p, seed):
     }
     if not sets["mask"].any():
         sets["mask"][rng.integers(nq)] = True
-    results = metrics.sweep(
-        p["index"],
-        p["ig"],
-        p["queries"],
-        p["qg"],
-        p["distance"],
-        p["radii"],
-        bits=p["bits"],
-        query_self=p["qself"],
-        exclude_self=p["excl"],
-        tile_rows=p["tile_rows"],
-        beta=math.sqrt(3),
-        top_k=p["top_k"],
-        device="cpu",
-        query_sets=sets,
-    )
+    results = sweep_problem(p, query_sets=sets)
     for name, chosen in sets.items():
         rows = np.flatnonzero(chosen) if chosen.dtype == bool else np.sort(chosen)
         r = results[name]

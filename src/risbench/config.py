@@ -176,6 +176,10 @@ def _safe(name: str, key: str) -> None:
 
 
 def _check_dataset(dataset: dict) -> None:
+    """The folder exists and holds enough images, counted as the dataset job will
+    count them (:func:`risbench.sources.find_folder`)."""
+    from risbench import sources
+
     if dataset["source"] != "folder":
         return
     folder = dataset.get("folder")
@@ -183,7 +187,7 @@ def _check_dataset(dataset: dict) -> None:
         raise ConfigError("dataset.folder: required when dataset.source is 'folder'")
     if not Path(folder).is_dir():
         raise ConfigError(f"dataset.folder: {folder} is not a folder (from {os.getcwd()})")
-    found = _count_images(Path(folder), dataset["extensions"], dataset["recursive"])
+    found = len(sources.find_folder(folder, dataset["extensions"], dataset["recursive"]).sources)
     needed = dataset["distractors"] + max(2, dataset.get("bases") or 2)
     if found < needed:
         raise ConfigError(
@@ -192,14 +196,6 @@ def _check_dataset(dataset: dict) -> None:
             f"configured extensions, fewer than the {needed} needed (distractors + bases, "
             "at least 2 bases)"
         )
-
-
-def _count_images(folder: Path, extensions, recursive: bool) -> int:
-    suffixes = {"." + e.lower().lstrip(".") for e in extensions}
-    walk = os.walk(folder) if recursive else [(folder, [], os.listdir(folder))]
-    return sum(
-        1 for _root, _dirs, files in walk for f in files if Path(f).suffix.lower() in suffixes
-    )
 
 
 def _check_radii(radius: dict) -> None:

@@ -61,9 +61,14 @@ def model_descriptors(model_key: str, spec: dict) -> list[str]:
     return models.descriptor_names(model_key, spec)
 
 
-def distances(config: dict, descriptor: str) -> list[str]:
-    kind = descriptors(config)[descriptor]["kind"]
-    return list(config["distances"][kind])
+def pairs(config: dict) -> list[tuple[str, str]]:
+    """Every (descriptor, distance) the config benchmarks: each descriptor with
+    the distances configured for its kind, in descriptor order."""
+    return [
+        (name, distance)
+        for name, info in descriptors(config).items()
+        for distance in config["distances"][info["kind"]]
+    ]
 
 
 def protocols(config: dict) -> list[str]:

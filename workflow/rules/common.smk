@@ -20,6 +20,7 @@ VARIANTS = risbench_config.variants(config)
 MODIFIED = VARIANTS[1:]
 DESCRIPTORS = risbench_config.descriptors(config)
 PROTOCOLS = risbench_config.protocols(config)
+PAIRS = risbench_config.pairs(config)
 HASHES = list(config["hashes"])
 # Relative to the working directory, as Snakemake expects of input paths.
 SRC = os.path.relpath(Path(workflow.current_basedir).parents[1] / "src" / "risbench")
@@ -87,11 +88,7 @@ def runtime(base):
 
 def all_pairs():
     """Every configured (descriptor, distance) pair."""
-    return [
-        (descriptor, distance)
-        for descriptor in DESCRIPTORS
-        for distance in risbench_config.distances(config, descriptor)
-    ]
+    return PAIRS
 
 
 def summary_outputs():

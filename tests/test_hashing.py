@@ -34,7 +34,7 @@ def test_packed_codes_print_like_imagehash(name):
 
 @pytest.mark.parametrize("name", list(IMAGEHASH))
 def test_xor_popcount_of_packed_codes_is_imagehash_distance(name):
-    codes = hashing.hash_files(name, [str(p) for p in PHOTOS], progress=False)
+    codes = hashing.hash_files([name], [str(p) for p in PHOTOS], progress=False)[name]
     hashes = [IMAGEHASH[name](Image.open(p)) for p in PHOTOS]
     for i in range(len(PHOTOS)):
         for j in range(len(PHOTOS)):

@@ -116,23 +116,21 @@ def code_hex(name: str, code: bytes) -> str:
     return f"{value:0{(method.bits + 3) // 4}x}"
 
 
-def hash_files(names, paths: list[str], progress: bool = True):
-    """Every hash of ``names`` for every file, each image decoded once.
-
-    ``names``: one hash name (returns its (len(paths), bytes) uint8 matrix) or a
-    list of names (returns {name: matrix}), rows in the order of ``paths``."""
+def hash_files(names: list[str], paths: list[str], progress: bool = True) -> dict:
+    """Every hash of ``names`` for every file, each image decoded once:
+    {name: (len(paths), bytes) uint8 matrix}, rows in the order of ``paths``."""
     import numpy as np
     from tqdm import tqdm
 
-    single = isinstance(names, str)
-    methods = [get(n) for n in ([names] if single else names)]
+    methods = [get(n) for n in names]
     codes = {m.name: np.zeros((len(paths), m.width), dtype=np.uint8) for m in methods}
-    label = methods[0].name if single else f"{len(methods)} hashes"
-    for row, path in enumerate(tqdm(paths, desc=label, unit="img", disable=not progress)):
+    for row, path in enumerate(
+        tqdm(paths, desc=f"{len(methods)} hashes", unit="img", disable=not progress)
+    ):
         with _open(path) as image:
             for m in methods:
                 codes[m.name][row] = np.frombuffer(m.function(image), dtype=np.uint8)
-    return codes[methods[0].name] if single else codes
+    return codes
 
 
 def hash_variant(list_path: str | Path, outputs: dict[str, str]) -> None:

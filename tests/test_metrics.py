@@ -828,3 +828,10 @@ def test_each_query_set_finds_its_own_nearest_dissimilar_pair():
     assert r["q0"].dissimilar["min"] == d[0, 2] and r["q1"].dissimilar["min"] == d[1, 3]
     assert r["q0"].dissimilar["max"] == d[0, 3] and r["q1"].dissimilar["max"] == d[1, 0]
     assert r["q0"].queries == r["q1"].queries == 1
+
+
+def test_relevant_pairs_by_hand():
+    # index: a, b, a; query 0 is index row 0 itself, query 1 is another "a",
+    # query 2 belongs to no indexed group
+    rows, cols = metrics.relevant_pairs(["a", "b", "a"], ["a", "a", "c"], [0, -1, -1])
+    assert rows.tolist() == [0, 1, 1] and cols.tolist() == [2, 0, 2]

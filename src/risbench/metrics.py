@@ -334,6 +334,17 @@ def _self_positions(query_self, n: int, igc: np.ndarray, qgc: np.ndarray) -> np.
     return query_self
 
 
+def relevant_pairs(index_groups, query_groups, query_self=None) -> tuple[np.ndarray, np.ndarray]:
+    """The relevant (query, index) pairs of a sweep's inputs, other than each
+    query itself: (query rows, index columns), sorted by query then index
+    position. The one definition of relevance that the sweep and every
+    per-query report share."""
+    index_groups, query_groups = np.asarray(index_groups), np.asarray(query_groups)
+    n, nq = len(index_groups), len(query_groups)
+    igc, qgc, n_groups = _group_codes(index_groups, query_groups, n, nq)
+    return _relevant_pairs(igc, qgc, _self_positions(query_self, n, igc, qgc), n_groups)
+
+
 def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -> _Problem:
     """The validated problem of prepared queries ``qp`` against the index ``ip``;
     ``options``: distance, exclude_self, beta, top_k."""

@@ -100,3 +100,30 @@ def test_the_hash_job_writes_every_hash_of_a_variant(tmp_path, caplog):
         assert attrs["kind"] == hashing.get(name).kind and attrs["dim"] == hashing.get(name).bits
     assert "rv: 1 of 4 digests degenerate" in caplog.text
     assert f"degenerate digest (matches no image): {thin}" in caplog.text
+
+
+def test_pdq_is_the_pdqhash_packages_256_bits_packed():
+    import pdqhash
+
+    method = hashing.get("pdq")
+    assert (method.kind, method.bits, method.width) == ("binary", 256, 32)
+    codes = hashing.hash_files(["pdq"], [str(p) for p in PHOTOS[:3]], progress=False)["pdq"]
+    expected = []
+    for path in PHOTOS[:3]:
+        bits, quality = pdqhash.compute(np.asarray(Image.open(path).convert("RGB")))
+        assert 0 <= quality <= 100
+        expected.append(np.asarray(bits))
+    for row, bits in zip(codes, expected, strict=True):
+        assert np.array_equal(np.unpackbits(row), bits)
+    # Hamming distance of the packed codes = differing bits of pdqhash's vectors
+    assert int(np.unpackbits(codes[0] ^ codes[1]).sum()) == int((expected[0] != expected[1]).sum())
+    assert (expected[0] != expected[1]).sum() > 32  # different photos are far apart
+
+
+def test_pdq_is_the_same_for_a_png_and_its_lossless_copies(tmp_path):
+    image = Image.open(PHOTOS[1])
+    copies = [tmp_path / "copy.png", tmp_path / "copy.bmp", tmp_path / "copy.tiff"]
+    for copy in copies:
+        image.save(copy)
+    codes = hashing.hash_files(["pdq"], [str(PHOTOS[1]), *map(str, copies)], progress=False)
+    assert all(np.array_equal(codes["pdq"][0], row) for row in codes["pdq"][1:])

@@ -5,7 +5,9 @@ bit in the most significant position, as imagehash prints them) compared by
 Hamming distance, or, for ``rv``, pHash's 40-byte Radial Variance digest
 compared by peak cross-correlation. The pHash-compatible ``dct``, ``mh`` and
 ``rv`` live in :mod:`risbench.phash`; imagehash's family goes through the
-imagehash library itself.
+imagehash library itself, and Meta's PDQ (``pdq``, 256 bits) through the
+``pdqhash`` package (its quality score, 0-100, is not kept: the benchmark
+scores every image the same way).
 
 The registry itself imports nothing heavy (the workflow reads it while it
 parses); a hash's libraries are imported the first time it is computed.
@@ -29,7 +31,7 @@ class HashMethod:
     name: str
     kind: str  # "binary" (Hamming on packed bits) or "rv" (peak cross-correlation)
     bits: int  # meaningful bits (binary) or digest bytes x 8 (rv)
-    library: str  # "phash" (risbench.phash) or "imagehash"
+    library: str  # "phash" (risbench.phash), "imagehash" or "pdqhash"
     function_name: str  # the function of that library
     description: str
     options: tuple = ()  # keyword arguments of the imagehash function
@@ -46,6 +48,8 @@ class HashMethod:
             from risbench import phash  # builds lookup tables on import
 
             return getattr(phash, self.function_name)
+        if self.library == "pdqhash":
+            return _pdq_code
         return _imagehash_code(self.function_name, dict(self.options))
 
 
@@ -60,6 +64,16 @@ def _imagehash_code(function_name: str, options: dict) -> Callable:
         return np.packbits(bits).tobytes()
 
     return code
+
+
+def _pdq_code(image) -> bytes:
+    """PDQ's 256 bits in pdqhash's order, packed as the other codes (first bit
+    in the most significant position); pdqhash wants an RGB uint8 array."""
+    import numpy as np
+    import pdqhash
+
+    bits, _quality = pdqhash.compute(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return np.packbits(np.asarray(bits, dtype=bool)).tobytes()
 
 
 HASHES: dict[str, HashMethod] = {
@@ -81,6 +95,7 @@ HASHES: dict[str, HashMethod] = {
             "imagehash colorhash, 3 bits per bin (14 bins)",
             (("binbits", 3),),
         ),
+        HashMethod("pdq", "binary", 256, "pdqhash", "compute", "Meta PDQ (pdqhash package)"),
     )
 }
 
@@ -163,7 +178,7 @@ def store_attrs(method: HashMethod, variant: str | None) -> dict:
         "dim": method.bits,
         "method": method.description,
         "variant": variant,
-        "versions": store.package_versions("imagehash", "numpy", "pillow"),
+        "versions": store.package_versions("imagehash", "numpy", "pillow", "pdqhash"),
     }
 
 

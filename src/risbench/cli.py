@@ -109,6 +109,56 @@ def cmd_hash(args) -> None:
     sys.exit(status)
 
 
+def cmd_index(args) -> None:
+    from risbench import config, imageindex
+
+    output, append = (args.add, True) if args.add else (args.output, args.append)
+    if output is None:
+        raise SystemExit("risbench index: give -o INDEX (a new index) or --add INDEX")
+    try:
+        models = config.load_file(args.config).get("models") if args.config else None
+        index, failed = imageindex.index_files(
+            output,
+            args.images,
+            descriptor=args.descriptor,
+            distance=args.distance,
+            radius=args.radius,
+            run=args.run,
+            models=models,
+            append=append,
+        )
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"risbench index: {error}") from None
+    for path, why in failed.items():
+        print(f"risbench index: {path}: {why}", file=sys.stderr)
+    log.info(
+        "%s: %d images, %s %s radius %g", output, len(index.images), index.descriptor.name,
+        index.distance, index.radius,
+    )  # fmt: skip
+    sys.exit(1 if failed else 0)
+
+
+def cmd_query(args) -> None:
+    from risbench import imageindex
+
+    photos = imageindex.expand(args.photos)
+    try:
+        index = imageindex.ImageIndex.load(args.index, args.descriptor)
+        answers = index.query_many(photos)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"risbench query: {error}") from None
+    status = 0
+    for photo, answer in zip(photos, answers, strict=True):
+        if isinstance(answer, imageindex.UnreadableImage):
+            print(f"risbench query: {answer}", file=sys.stderr)
+            status = 1
+        elif args.json:
+            print(imageindex.answer_json(photo, answer))
+        else:
+            print(imageindex.answer_text(photo, answer))
+    sys.exit(status)
+
+
 def cmd_hash_store(args) -> None:
     from risbench import hashing
 
@@ -273,6 +323,25 @@ def _hash_args(p) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="image files")
 
 
+def _index_args(p) -> None:
+    p.add_argument("--descriptor", help="any hash or CNN descriptor (a new index: required)")
+    p.add_argument("--distance", help="default: the descriptor kind's first (cosine for CNN)")
+    p.add_argument("--radius", type=float, help="in the distance's units (hamming: a fraction)")
+    p.add_argument("--run", help="or: the best radius of this finished results folder's benchmark")
+    p.add_argument("--config", help="a config file whose models define the CNN descriptor")
+    p.add_argument("-o", "--output", help="the index file to write")
+    p.add_argument("--append", action="store_true", help="add the images to the index at -o")
+    p.add_argument("--add", metavar="INDEX", help="add the images to INDEX (= -o INDEX --append)")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and folders")
+
+
+def _query_args(p) -> None:
+    p.add_argument("index", help="an index file written by risbench index")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files and folders")
+    p.add_argument("--json", action="store_true", help="one JSON object per photo and line")
+    p.add_argument("--descriptor", help="refuse an index of another descriptor")
+
+
 def _hash_store_args(p) -> None:
     p.add_argument("--list", required=True, help="the variant's image list (parquet)")
     p.add_argument("--store", action="append", default=[], help="HASH=PATH, repeated")
@@ -343,6 +412,8 @@ def _summarize_args(p) -> None:
 # the workflow's rules run (one per rule).
 FOR_PEOPLE = {
     "hash": ("print the hash of image files: HEX CODE, a tab, FILE", _hash_args, cmd_hash),
+    "index": ("index images for reverse image search (-o new, --add more)", _index_args, cmd_index),
+    "query": ("the indexed images within the radius of each photo", _query_args, cmd_query),
 }
 WORKFLOW_STEPS = {
     "dataset": ("collect, decode and split the source images", _dataset_args, cmd_dataset),

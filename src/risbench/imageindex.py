@@ -1,0 +1,420 @@
+"""An index of images for reverse image search: ``risbench index`` and ``risbench query``.
+
+An :class:`ImageIndex` holds one descriptor of every indexed image and answers,
+for a photo, every indexed image within a radius, nearest first. Every hash and
+every CNN descriptor works: binary codes and float vectors are searched with an
+exact FAISS flat range search (:mod:`risbench.search`, risbench's units and its
+``d ≤ radius``), rv digests with an exact scan of ``distance.pairwise`` (FAISS has
+no peak cross-correlation). torch is imported only for a CNN descriptor.
+
+The file (this module is its one owner; :data:`FORMAT_VERSION`) is a zip archive:
+``header.json`` (format, version, descriptor, its kind and bits, distance, radius,
+the model entry of a CNN descriptor, the descriptor's attributes, the risbench and
+FAISS versions, the image paths, absolute, in row order) and the rows:
+``faiss.index`` (``faiss.serialize_index``) or, for rv, ``vectors.npy``. Adding
+images appends rows to the FAISS index as it is (no rebuild). An index is refused
+(:class:`IndexError_`, the message saying which) when its format version, the
+risbench or FAISS version, or the descriptor's library versions or weights differ
+from this installation's, or when a caller expects another descriptor.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from risbench import distance as dist
+from risbench import search
+
+FORMAT = "risbench image index"
+FORMAT_VERSION = 1
+# Descriptor attributes that must match between the index and the query side:
+# the libraries that compute it and, for CNN features, the weights file.
+COMPARED_ATTRS = ("versions", "weights_sha256", "method", "layer", "pooling", "normalize")
+CNN_BATCH = 16
+
+
+class IndexError_(ValueError):  # noqa: N801 - IndexError is Python's
+    """An index file that cannot be used; the message names the file and why."""
+
+
+class UnreadableImage(ValueError):
+    """An image that cannot be decoded; the message names the file."""
+
+
+# --------------------------------------------------------------------------- descriptors
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A descriptor by name: a hash, or a CNN descriptor of model ``model`` (config entry
+    ``spec``)."""
+
+    name: str
+    kind: str  # binary, rv or float
+    bits: int | None = None  # binary: meaningful bits
+    model: str | None = None
+    spec: dict | None = None
+
+
+def _builtin_models() -> dict[str, dict]:
+    """Every built-in model key with every pooling and normalisation (so that every
+    descriptor name of the default config resolves without a config file)."""
+    from risbench import models
+
+    every = {"pooling": list(models.POOLINGS), "normalize": list(models.NORMALIZATIONS)}
+    return {key: dict(every) for key in models.MODELS}
+
+
+def resolve(name: str, models: dict | None = None) -> Descriptor:
+    """The descriptor called ``name``: a hash, else a descriptor of one of ``models``
+    (a config's ``models`` section; default: the built-in models)."""
+    from risbench import hashing
+    from risbench import models as model_table
+
+    if name in hashing.HASHES:
+        method = hashing.get(name)
+        return Descriptor(name, method.kind, method.bits if method.kind == "binary" else None)
+    for key, spec in (models if models is not None else _builtin_models()).items():
+        if name in model_table.descriptor_names(key, spec):
+            return Descriptor(name, "float", None, key, dict(spec))
+    raise ValueError(
+        f"unknown descriptor {name!r}: not a hash ({', '.join(hashing.HASHES)}) nor a "
+        "descriptor of the models (names like mobilenet_v2_features_max_l2)"
+    )
+
+
+class _Describer:
+    """Computes one descriptor of image files; ``attrs`` as its stores record them."""
+
+    def __init__(self, d: Descriptor):
+        self.d = d
+        self.extractor = None
+        if d.kind == "float":
+            from risbench import features
+
+            self.extractor = features.Extractor(d.model, d.spec, [d.name], device="cpu")
+            self.attrs = self.extractor.attrs()[d.name]
+        else:
+            from risbench import hashing
+
+            self.attrs = hashing.store_attrs(hashing.get(d.name), None)
+
+    def rows(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        """(matrix of the readable images, their paths, {unreadable path: why})."""
+        if self.extractor is None:
+            return self._hash_rows(paths)
+        return self._cnn_rows(paths)
+
+    def _hash_rows(self, paths):
+        from risbench import hashing
+
+        rows, kept, failed = [], [], {}
+        for path in paths:
+            try:
+                rows.append(np.frombuffer(hashing.hash_file(self.d.name, path), dtype=np.uint8))
+                kept.append(path)
+            except Exception as error:  # any decoder error: report it, answer the others
+                failed[path] = f"{type(error).__name__}: {error}"
+        width = hashing.get(self.d.name).width
+        return np.array(rows, dtype=np.uint8).reshape(len(rows), width), kept, failed
+
+    def _cnn_rows(self, paths):
+        import torch
+
+        from risbench import features
+
+        tensors, kept, failed = [], [], {}
+        for path in paths:
+            try:
+                tensors.append(features.load_image(path, self.extractor.prep))
+                kept.append(path)
+            except features.ImageDecodeError as error:
+                failed[path] = str(error)
+        width = self.extractor.widths()[self.d.name]
+        out = [np.zeros((0, width), dtype=np.float32)]
+        with torch.inference_mode():
+            for a in range(0, len(tensors), CNN_BATCH):
+                batch = torch.stack(tensors[a : a + CNN_BATCH])
+                out.append(self.extractor.forward(batch)[self.d.name].float().numpy())
+        return np.concatenate(out), kept, failed
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def _versions() -> dict[str, str]:
+    from risbench import __version__
+
+    return {"risbench": __version__, "faiss": search._faiss().__version__}
+
+
+def _compared(attrs: dict) -> dict:
+    return {key: attrs.get(key) for key in COMPARED_ATTRS}
+
+
+class ImageIndex:
+    """Indexed images and their descriptor rows; see the module notes for the file."""
+
+    def __init__(self, header: dict, rows):
+        self.header = header
+        self.rows = rows  # a FAISS index, or the rv digest matrix
+        self._describer = None
+
+    # -- header fields
+    @property
+    def descriptor(self) -> Descriptor:
+        h = self.header
+        return Descriptor(h["descriptor"], h["kind"], h["bits"], h["model"], h["spec"])
+
+    @property
+    def distance(self) -> str:
+        return self.header["distance"]
+
+    @property
+    def radius(self) -> float:
+        return float(self.header["radius"])
+
+    @property
+    def images(self) -> list[str]:
+        return self.header["images"]
+
+    # -- building
+    @classmethod
+    def build(cls, d: Descriptor, distance: str, radius: float, paths) -> tuple:
+        """A new index of ``paths``: (index, {unreadable path: why})."""
+        if distance not in dist.DISTANCES_BY_KIND[d.kind]:
+            raise ValueError(
+                f"descriptor {d.name} ({d.kind}) is compared with "
+                f"{' or '.join(dist.DISTANCES_BY_KIND[d.kind])}, not {distance}"
+            )
+        if not (radius >= 0 and np.isfinite(radius)):
+            raise ValueError(f"the radius must be a finite number >= 0, not {radius}")
+        describer = _Describer(d)
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "descriptor": d.name,
+            "kind": d.kind,
+            "bits": d.bits,
+            "distance": distance,
+            "radius": float(radius),
+            "model": d.model,
+            "spec": d.spec,
+            "descriptor_attrs": _compared(describer.attrs),
+            "versions": _versions(),
+            "images": [],
+        }
+        width = describer.rows([])[0].shape[1]
+        empty = np.zeros((0, width), dtype=np.float32 if d.kind == "float" else np.uint8)
+        rows = empty if d.kind == "rv" else search.build(empty, distance, "flat")
+        index = cls(header, rows)
+        index._describer = describer
+        return index, index.add(paths)
+
+    def add(self, paths) -> dict[str, str]:
+        """Appends the images of ``paths`` not yet indexed (no rebuild); returns the
+        unreadable ones with the reason."""
+        known = set(self.images)
+        fresh = [p for p in dict.fromkeys(os.path.abspath(p) for p in paths) if p not in known]
+        matrix, kept, failed = self.describer().rows(fresh)
+        if self.descriptor.kind == "rv":
+            self.rows = np.concatenate([self.rows, matrix])
+        else:
+            search.add(self.rows, matrix, self.distance)
+        self.images.extend(kept)
+        return failed
+
+    def describer(self) -> _Describer:
+        """The descriptor's computer, checked against the one the index was built with."""
+        if self._describer is None:
+            describer = _Describer(self.descriptor)
+            built, now = self.header["descriptor_attrs"], _compared(describer.attrs)
+            changed = [key for key in COMPARED_ATTRS if built.get(key) != now.get(key)]
+            if changed:
+                raise IndexError_(
+                    f"index of {self.descriptor.name} built with other "
+                    + ", ".join(
+                        f"{key} ({built.get(key)} there, {now.get(key)} here)" for key in changed
+                    )
+                    + "; rebuild it with risbench index"
+                )
+            self._describer = describer
+        return self._describer
+
+    # -- searching
+    def search_rows(self, matrix: np.ndarray) -> list[list[tuple[str, float]]]:
+        """For each descriptor row: [(image, distance)] within the radius, nearest first."""
+        d = self.descriptor
+        if d.kind == "rv":
+            return [self._scan_rv(row) for row in matrix]
+        hits = search.range_search(self.rows, matrix, self.distance, self.radius, d.bits)
+        out = []
+        for i in range(len(matrix)):
+            ids, distances = hits.of(i)
+            out.append([(self.images[j], float(v)) for j, v in zip(ids, distances, strict=True)])
+        return out
+
+    def _scan_rv(self, row: np.ndarray) -> list[tuple[str, float]]:
+        if not len(self.rows):
+            return []
+        d = dist.pairwise(row[None], self.rows, "rv", device="cpu")[0]
+        ids = np.flatnonzero(d <= self.radius)
+        ids = ids[np.lexsort((ids, d[ids]))]
+        return [(self.images[j], float(d[j])) for j in ids]
+
+    def query(self, photo) -> list[tuple[str, float]]:
+        """The indexed images within the radius of one photo file, nearest first
+        (:class:`UnreadableImage` when it cannot be decoded)."""
+        return self.query_many([photo])[0]
+
+    def query_many(self, photos) -> list:
+        """One answer per photo: a list of (image, distance), or an
+        :class:`UnreadableImage` for a photo that cannot be decoded."""
+        photos = [str(p) for p in photos]
+        matrix, kept, failed = self.describer().rows(photos)
+        found = dict(zip(kept, self.search_rows(matrix), strict=True))
+        return [found[p] if p in found else UnreadableImage(f"{p}: {failed[p]}") for p in photos]
+
+    # -- the file
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index file atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("header.json", json.dumps(self.header, indent=1))
+            if self.descriptor.kind == "rv":
+                buffer = io.BytesIO()
+                np.save(buffer, self.rows, allow_pickle=False)
+                archive.writestr("vectors.npy", buffer.getvalue())
+            else:
+                archive.writestr("faiss.index", search.serialize(self.rows))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, descriptor: str | None = None) -> ImageIndex:
+        """Reads an index file; refused when it is not one, is of another format,
+        risbench or FAISS version, or (given ``descriptor``) of another descriptor."""
+        header, payload = _read(path)
+        _check_header(path, header, descriptor)
+        if header["kind"] == "rv":
+            rows = np.load(io.BytesIO(payload), allow_pickle=False)
+        else:
+            rows = search.deserialize(payload, binary=header["kind"] == "binary")
+        if (len(rows) if header["kind"] == "rv" else rows.ntotal) != len(header["images"]):
+            raise IndexError_(f"{path}: the index holds a different number of rows than images")
+        return cls(header, rows)
+
+
+def _read(path) -> tuple[dict, bytes]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(archive.read("header.json"))
+            name = "vectors.npy" if header.get("kind") == "rv" else "faiss.index"
+            return header, archive.read(name)
+    except FileNotFoundError:
+        raise IndexError_(f"{path}: no such index file") from None
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise IndexError_(f"{path}: not a risbench index file ({error})") from None
+
+
+def _check_header(path, header: dict, descriptor: str | None) -> None:
+    if header.get("format") != FORMAT:
+        raise IndexError_(f"{path}: not a risbench index file")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise IndexError_(
+            f"{path}: index format version {header.get('format_version')}, this risbench "
+            f"reads version {FORMAT_VERSION}; rebuild it with risbench index"
+        )
+    here = _versions()
+    for library, version in here.items():
+        built = header.get("versions", {}).get(library)
+        if built != version:
+            raise IndexError_(
+                f"{path}: built with {library} {built}, this is {library} {version}; "
+                "rebuild it with risbench index"
+            )
+    if descriptor is not None and descriptor != header["descriptor"]:
+        raise IndexError_(
+            f"{path}: an index of descriptor {header['descriptor']}, not {descriptor}"
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def expand(paths) -> list[str]:
+    """Files as given, folders replaced by their images (``sources.find_folder``)."""
+    from risbench import sources
+
+    out = []
+    for path in paths:
+        if Path(path).is_dir():
+            out += [str(s.path) for s in sources.find_folder(path).sources]
+        else:
+            out.append(str(path))
+    return out
+
+
+def run_index_path(results_dir: str | os.PathLike, descriptor: str, distance: str) -> Path:
+    """Where the workflow writes a benchmark's run index (workflow/rules/common.smk)."""
+    return Path(results_dir) / "benchmark" / "runs" / f"{descriptor}__{distance}.json"
+
+
+def best_radius(results_dir, descriptor: str, distance: str, protocol: str = "all") -> float:
+    """The best radius (mean F1) of a finished benchmark's protocol ``protocol``."""
+    from risbench.results import BenchmarkStats, ResultsError, RunIndex
+
+    run = RunIndex.read(run_index_path(results_dir, descriptor, distance))
+    if protocol not in run.protocols:
+        raise ResultsError(
+            f"{run_index_path(results_dir, descriptor, distance)}: no protocol {protocol!r}"
+        )
+    return float(BenchmarkStats.read(run.protocols[protocol]["stats"]).best["radius"])
+
+
+def index_files(output, images, *, descriptor=None, distance=None, radius=None, run=None,
+                models=None, append=False) -> tuple[ImageIndex, dict[str, str]]:  # fmt: skip
+    """``risbench index``: a new index of ``images`` (files and folders) at ``output``,
+    or with ``append`` the images added to the index there. The radius: ``radius``,
+    else the best radius of protocol ``all`` of the benchmark under the results folder
+    ``run``. Returns the index and the unreadable images with the reason."""
+    paths = expand(images)
+    if append:
+        if radius is not None or run is not None or distance is not None:
+            raise ValueError(f"{output}: the distance and radius of an existing index are fixed")
+        index = ImageIndex.load(output, descriptor)
+        failed = index.add(paths)
+    else:
+        if Path(output).exists():
+            raise ValueError(f"{output} exists: --append adds images to it; remove it to rebuild")
+        if descriptor is None:
+            raise ValueError("a new index needs --descriptor")
+        d = resolve(descriptor, models)
+        distance = distance or dist.DISTANCES_BY_KIND[d.kind][0]
+        if (radius is None) == (run is None):
+            raise ValueError("give one of --radius or --run (a finished results folder)")
+        if radius is None:
+            radius = best_radius(run, d.name, distance)
+        index, failed = ImageIndex.build(d, distance, float(radius), paths)
+    index.save(output)
+    return index, failed
+
+
+def answer_text(photo: str, matches: list[tuple[str, float]]) -> str:
+    """A photo, then one line per match: distance, a tab, the indexed image."""
+    lines = [f"{photo}: {len(matches)} within the radius"]
+    lines += [f"  {distance:.6f}\t{image}" for image, distance in matches]
+    return "\n".join(lines)
+
+
+def answer_json(photo: str, matches: list[tuple[str, float]]) -> str:
+    """One JSON object: {"query": PATH, "results": [{"image": PATH, "distance": D}, ...]}."""
+    results = [{"image": image, "distance": distance} for image, distance in matches]
+    return json.dumps({"query": photo, "results": results})

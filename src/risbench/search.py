@@ -18,6 +18,14 @@ float32 step outward (or one bit up) to make the test ``≤``. Binary HNSW has n
 range search in FAISS: it answers with its ``knn`` nearest codes, those within
 the radius kept (so it can never return more than ``knn`` per query).
 
+Float results are refined: FAISS's float32 distances cannot say "identical" (a
+normalised row against itself gives an inner product of 0.99999994, an angular
+distance of 1e-4), so FAISS searches a slightly wider radius (:data:`REFINE_MARGIN`)
+and each candidate's distance is recomputed in float64 from the stored row, with
+bit-identical rows at exactly 0 (as in :mod:`risbench.distance`); the candidates
+within the radius are kept. So a photo finds its own copy at distance 0, also at
+radius 0, and FAISS's rounding never decides a pair on the boundary.
+
 :func:`measure` runs every index of a kind on the same queries and reports, for
 each, the recall of the exact in-radius result sets (the fraction of the pairs
 that risbench's own distance kernels, the sweep's, put within the radius that the
@@ -52,6 +60,9 @@ BINARY_HNSW_KNN = 64
 # Queries per FAISS call: faiss 1.15.1's IndexHNSWFlat.range_search aborts the whole
 # process (RangeSearchResult::do_allocation) on 1,000 queries at once; 512 pass.
 SEARCH_BATCH = 256
+# Float candidates: FAISS searches this much wider (relative, in its units), then the
+# float64 distances decide.
+REFINE_MARGIN = 1e-5
 
 
 def _faiss():
@@ -90,10 +101,11 @@ def hamming_bits_within(radius: float, bits: int) -> int:
     return int(math.floor(radius * bits + binning.HAMMING_EPS))
 
 
-def faiss_radius(distance: str, radius: float, bits: int | None = None):
+def faiss_radius(distance: str, radius: float, bits: int | None = None, margin: float = 0.0):
     """A risbench radius in the units of a FAISS range search that keeps d ≤ radius:
     a bit count (hamming; FAISS keeps ``<``), a squared L2 distance (euclidean;
-    ``<``) or an inner-product floor on normalised vectors (cosine, angular; ``>``)."""
+    ``<``) or an inner-product floor on normalised vectors (cosine, angular; ``>``).
+    ``margin`` (float distances) widens it by that much, relative."""
     kind_of(distance)
     radius = float(radius)
     if distance == "hamming":
@@ -101,9 +113,10 @@ def faiss_radius(distance: str, radius: float, bits: int | None = None):
             raise ValueError("a hamming radius needs the number of bits")
         return hamming_bits_within(radius, bits) + 1
     if distance == "euclidean":
-        return float(np.nextafter(np.float32(radius * radius), np.float32(np.inf)))
+        wide = radius * radius * (1 + margin) + margin
+        return float(np.nextafter(np.float32(wide), np.float32(np.inf)))
     similarity = 1.0 - radius if distance == "cosine" else math.cos(math.pi * radius)
-    return float(np.nextafter(np.float32(similarity), np.float32(-np.inf)))
+    return float(np.nextafter(np.float32(similarity - margin), np.float32(-np.inf)))
 
 
 def to_risbench(distance: str, values, bits: int | None = None) -> np.ndarray:
@@ -152,6 +165,8 @@ def build(x, distance: str, index_type: str = "flat"):
         index = _float_index(faiss, width, distance, index_type, n)
         if not index.is_trained:
             index.train(data)
+    if index_type == "ivf":
+        index.make_direct_map()  # rows can be read back (refinement)
     index.add(data)
     return index
 
@@ -226,14 +241,35 @@ def range_search(index, queries, distance: str, radius: float, bits: int | None 
     """Every index row within ``radius`` of each query (rows of ``queries``, prepared here)."""
     faiss = _faiss()
     q = prepare(queries, distance)
-    limit = faiss_radius(distance, radius, bits)
+    binary = kind_of(distance) == "binary"
+    limit = faiss_radius(distance, radius, bits, 0.0 if binary else REFINE_MARGIN)
     search = _knn_within if isinstance(index, faiss.IndexBinaryHNSW) else _range
     parts = [search(index, q[a : a + SEARCH_BATCH], limit) for a in range(0, len(q), SEARCH_BATCH)]
     counts = np.concatenate([np.diff(lims) for lims, _, _ in parts] or [np.zeros(0, np.int64)])
     lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     d = np.concatenate([p[1] for p in parts] or [np.zeros(0)])
-    ids = np.concatenate([p[2] for p in parts] or [np.zeros(0, np.int64)])
-    return _sorted_hits(lims, ids, to_risbench(distance, d, bits))
+    ids = np.concatenate([p[2] for p in parts] or [np.zeros(0, np.int64)]).astype(np.int64)
+    if binary:
+        return _sorted_hits(lims, ids, to_risbench(distance, d, bits))
+    exact = _float64_distances(index, q, lims, ids, distance)
+    keep = exact <= radius
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    return _sorted_hits(kept[lims], ids[keep], exact[keep])
+
+
+def _float64_distances(index, q: np.ndarray, lims, ids, distance: str) -> np.ndarray:
+    """Each candidate's distance in float64 from the stored rows; bit-identical
+    rows at exactly 0 (as in risbench.distance)."""
+    rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims))
+    a = q[rows]
+    b = index.reconstruct_batch(ids) if len(ids) else np.zeros_like(a)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if distance == "euclidean":
+        exact = np.sqrt(np.einsum("ij,ij->i", a64 - b64, a64 - b64))
+    else:
+        exact = to_risbench(distance, np.einsum("ij,ij->i", a64, b64))
+    exact[(a.view(np.uint32) == b.view(np.uint32)).all(axis=1)] = 0.0
+    return exact
 
 
 def _range(index, q: np.ndarray, limit):

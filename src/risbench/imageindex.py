@@ -86,7 +86,7 @@ def resolve(name: str, models: dict | None = None) -> Descriptor:
             return Descriptor(name, "float", None, key, dict(spec))
     raise ValueError(
         f"unknown descriptor {name!r}: not a hash ({', '.join(hashing.HASHES)}) nor a "
-        "descriptor of the models (names like mobilenet_v2_features_max_l2)"
+        "descriptor of the models (names like mobilenet_v2_features_max_norm_l2)"
     )
 
 

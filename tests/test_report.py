@@ -2,6 +2,9 @@
 fabricated run (``fabricate_run``: 23 descriptor × distance pairs, the paper's
 six modifications, a rotation sweep and a composition) for the figures."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +12,9 @@ import pandas as pd
 import pytest
 from matplotlib.patches import StepPatch
 
-from risbench import cli, figures, metrics, modify, report
+from risbench import cli, figures, htmltable, metrics, modify, ranking, report
 from risbench.results import (
+    QUERY_COLUMNS,
     BenchmarkStats,
     ResultsError,
     RunIndex,
@@ -253,10 +257,33 @@ def _fabricate_benchmark(results, rng, pair, quality, variants, protocols):
             seconds=float(rng.uniform(0.1, 3)),
         ).write(f"{stem}.json")
         index.protocols[protocol] = {"table": f"{stem}.parquet", "stats": f"{stem}.json"}
+        queries = _fabricate_outcomes(protocol, variants, quality, scale)
+        queries.to_parquet(f"{stem}.queries.parquet")
+        index.protocols[protocol]["queries"] = f"{stem}.queries.parquet"
     path = results / "benchmark" / "runs" / f"{descriptor}__{distance}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     index.write(path)
     return str(path)
+
+
+def _fabricate_outcomes(protocol, variants, quality, scale):
+    """Per-query outcomes of the catalog's two bases (``_fabricate_catalog``): one
+    query per base and variant of the protocol, a miss where the drawn distance
+    to its original is beyond the middle of the scale (its own random stream:
+    the sweeps' draws stay as they were)."""
+    rng = np.random.default_rng(int(quality * 1e6) + len(protocol))
+    variant = protocol.removeprefix("single-") if protocol.startswith("single-") else None
+    rows = []
+    bases = ("skimage_chelsea", "skimage_coffee")
+    for base, other in zip(bases, bases[::-1], strict=True):
+        for v in [variant] if variant else variants:
+            near = float(rng.uniform(0, scale * (1.2 - quality)))
+            miss = int(near > scale / 2)
+            rows.append(
+                (base, v, f"results/images/{v}/{base}", 1 - miss, int(rng.integers(0, 3)), miss,
+                 1 + miss, near, base, "original", float(rng.uniform(0, scale)), other, v)
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(QUERY_COLUMNS))
 
 
 def _fabricate_timings(results, rng, pairs, variants, protocols):
@@ -318,7 +345,8 @@ def fabricate_run(root, *, images=True, seed=0):
     summary: per descriptor × distance, as the benchmark job does, every protocol's
     table and stats and a run index; Snakemake timing files; the catalog and (with
     ``images``) one base photo and its modified versions. Returns ``{"runs": [...],
-    "timings": [...], "images": path, "variants": [...], "protocols": [...]}``."""
+    "timings": [...], "images": path, "variants": [...], "protocols": [...],
+    "l2_normalized": [...]}``."""
     results = Path(root) / "results"
     rng = np.random.default_rng(seed)
     variants = ["original", *modify.expand_sweeps(FAB_MODIFICATIONS, FAB_SWEEPS)]
@@ -336,6 +364,8 @@ def fabricate_run(root, *, images=True, seed=0):
         "images": _fabricate_catalog(results, variants, images),
         "variants": variants,
         "protocols": protocols,
+        # what the workflow passes: the taps the fabricated config L2-normalises
+        "l2_normalized": [n for n in names if n.endswith("_norm_l2")],
     }
 
 
@@ -589,7 +619,10 @@ def test_strength_curves_only_swept_single_step_modifications(tmp_path):
 
 def test_fabricated_run_has_20_plus_panels(fabricated):
     results = fabricated["results"]
-    assert len(report.table3(results)) == 23
+    # 8 hashes; 5 CNN taps under 3 distances: cosine and angular rank alike (one
+    # row), Euclidean too for the 2 L2-normalised taps
+    assert len(report.table3(results)) == 8 + 5 * 2
+    assert len(report.table3(results, fabricated["l2_normalized"])) == 8 + 3 * 2 + 2
     assert fabricated["variants"][:7] == [
         "original",
         "blur",
@@ -779,6 +812,7 @@ def test_summarize_command_writes_every_declared_output(tmp_path, fabricated):
         ["summarize", "--runs", *fabricated["runs"], "--timings", *fabricated["timings"]]
         + ["--images", fabricated["images"], "--robustness"]
         + ["--tables-dir", str(tmp_path / "tables"), "--figures-dir", str(tmp_path / "figures")]
+        + ["--l2-normalized", *fabricated["l2_normalized"]]
     )
     declared = summary_outputs(
         fabricated["variants"],
@@ -794,6 +828,9 @@ def test_summarize_command_writes_every_declared_output(tmp_path, fabricated):
             assert len(pd.read_csv(path)) > 0
         elif path.endswith(".md"):
             assert Path(path).read_text().startswith("|")
+        elif path.endswith(".html"):
+            rows = len(pd.read_csv(path.removesuffix(".html") + ".csv"))
+            assert Path(path).read_text().count("<tr>") == rows + 1  # and the header
         else:
             assert Path(path).stat().st_size > 10_000
     timing = pd.read_csv(tmp_path / "tables" / "timing.csv", keep_default_na=False)
@@ -801,7 +838,9 @@ def test_summarize_command_writes_every_declared_output(tmp_path, fabricated):
     assert timing.jobs.sum() == len(fabricated["timings"])
     assert len(pd.read_csv(tmp_path / "tables" / "distances.csv")) == 23
     table3 = pd.read_csv(tmp_path / "tables" / "table3_all.csv")
-    assert table3.equals(report.table3(results).astype(table3.dtypes.to_dict()))
+    expected = report.table3(results, fabricated["l2_normalized"]).fillna({"same_ranking_as": ""})
+    assert table3.fillna({"same_ranking_as": ""}).equals(expected.astype(table3.dtypes.to_dict()))
+    assert len(table3) == 8 + 3 * 2 + 2  # 2 taps L2-normalised: one row for 3 distances
 
 
 def test_summarize_command_names_a_bad_run_index(tmp_path, records):
@@ -821,3 +860,252 @@ def test_summarize_has_no_layout_options(option, capsys):
             + ["--figures-dir", "f", option, "x"]
         )
     assert f"unrecognized arguments: {option}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# what a reader sees: rounded sortable tables, one row per ranking, explained gaps
+
+
+def test_table3_one_row_per_ranking_named_by_the_config(tmp_path):
+    float_ = {"dim": 8, "width": 8, "kind": "float"}
+    records = [
+        _write(tmp_path, "all", name, distance, {"f1": f1}, **float_)
+        for name, f1s in {
+            "cnn_norm_l2": (0.9, 0.91, 0.92),  # the config L2-normalises it
+            "cnn": (0.8, 0.81, 0.82),  # not normalised: Euclidean ranks differently
+            "odd_norm_l2": (0.7, 0.71, 0.72),  # named so, but not normalised by the config
+        }.items()
+        for distance, f1 in zip(("euclidean", "angular", "cosine"), f1s, strict=True)
+    ]
+    records.append(_write(tmp_path, "all", "dct", "hamming", {"f1": 0.5}))
+    table = report.table3(report.results_frame(records), l2_normalized=["cnn_norm_l2"])
+    rows = table[["descriptor", "distance", "f1", "same_ranking_as"]].values.tolist()
+    assert rows == [
+        ["cnn_norm_l2", "cosine", 0.92, "angular, euclidean"],  # cosine's own numbers
+        ["cnn", "cosine", 0.82, "angular"],
+        ["cnn", "euclidean", 0.8, ""],
+        ["odd_norm_l2", "cosine", 0.72, "angular"],
+        ["odd_norm_l2", "euclidean", 0.7, ""],
+        ["dct", "hamming", 0.5, ""],
+    ]
+
+
+def test_same_ranking_sets_and_the_configs_l2_descriptors():
+    assert ranking.same_ranking(["euclidean", "angular", "cosine"], True) == [
+        ("cosine", "angular", "euclidean")
+    ]
+    assert ranking.same_ranking(["euclidean", "angular"], True) == [("angular", "euclidean")]
+    assert ranking.same_ranking(["euclidean", "cosine"], False) == [("cosine",), ("euclidean",)]
+    assert ranking.same_ranking(["hamming"], True) == [("hamming",)]
+    spec = {"source": "torchvision", "arch": "mobilenet_v2", "weights": "offline"}
+    spec |= {"layers": ["features"], "pooling": ["avg", "max"], "normalize": ["none", "l2"]}
+    assert ranking.l2_normalized({"models": {"mobilenet_v2": spec}}) == [
+        "mobilenet_v2_features_avg_norm_l2",
+        "mobilenet_v2_features_max_norm_l2",
+    ]
+    assert ranking.l2_normalized({"models": {"m": spec | {"normalize": ["none"]}}}) == []
+
+
+def test_cells_rounded_by_what_each_column_holds():
+    table = pd.DataFrame(
+        {
+            "descriptor": ["dct", "cnn"],
+            "radius": [0.28125, 17.75],  # grids of step 1/64 and 0.25
+            "f1": [0.98765, 0.5],
+            "similar_count": pd.array([1980, 3], dtype="Int64"),
+            "wall_seconds": [3.456, 79.64],
+            "peak_rss_mb": [512.4, 1033.6],
+            "rotate-2": [0.12345, None],  # a Table 4 variant: an F1
+        }
+    )
+    cells = htmltable.format_cells(table, default="score", steps=pd.Series([1 / 64, 0.25]))
+    assert cells.text.values.tolist() == [
+        ["dct", "0.281", "0.988", "1980", "3.46", "512", "0.123"],
+        ["cnn", "17.75", "0.500", "3", "79.6", "1034", "—"],
+    ]
+    assert cells.sort["radius"].tolist() == ["0.28125", "17.75"]  # sorted unrounded
+    assert cells.sort["rotate-2"].tolist() == ["0.12345", ""]
+    assert [htmltable.step_decimals(s) for s in (1 / 64, 0.25, 0.001, 1 / 576, 5, None)] == [
+        3,
+        2,
+        3,
+        4,
+        0,
+        None,
+    ]
+    # no grid step known: 4 significant digits
+    assert htmltable.format_cells(table[["radius"]]).text["radius"].tolist() == ["0.2812", "17.75"]
+
+
+def test_html_page_rounded_escaped_and_self_contained():
+    table = pd.DataFrame({"descriptor": ["<b>", "x"], "f1": [0.98765, None]})
+    notes = pd.DataFrame({"descriptor": [None, None], "f1": [None, "why & how"]})
+    page = htmltable.page(htmltable.format_cells(table, notes=notes), title="t")
+    assert '<td class=num data-sort="0.98765">0.988</td>' in page
+    assert '<td class=num data-sort="">—¹</td>' in page
+    assert "<li>why &amp; how</li>" in page and "&lt;b&gt;" in page and "<b>" not in page
+    assert "function sortTable" in page and 'class="sortable"' in page
+    assert "src=" not in page and "http" not in page  # the report works offline
+
+
+SORT_HARNESS = """
+const keys = %s;
+const rows = keys.map((row) => ({cells: row.map((k) => ({dataset: {sort: k}}))}));
+const body = {rows: rows.slice(), appendChild(row) {
+  this.rows.splice(this.rows.indexOf(row), 1); this.rows.push(row); }};
+const ths = keys[0].map(() => ({attrs: {}, getAttribute(n) { return this.attrs[n] ?? null; },
+  setAttribute(n, v) { this.attrs[n] = v; }, removeAttribute(n) { delete this.attrs[n]; },
+  addEventListener(event, f) { this.click = f; }}));
+const table = {tBodies: [body], querySelectorAll: () => ths};
+const document = {querySelectorAll: () => [table]};
+%s
+const order = () => body.rows.map((r) => rows.indexOf(r));
+const out = [];
+for (const column of [1, 1, 0]) { ths[column].click(); out.push(order()); }
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_html_sort_script_numbers_as_numbers_missing_last(tmp_path):
+    table = pd.DataFrame({"name": ["b", "a", "c", "d"], "f1": [0.5, None, 10.0, 2.0]})
+    cells = htmltable.format_cells(table)
+    script = tmp_path / "sort.js"
+    script.write_text(
+        SORT_HARNESS % (json.dumps(cells.sort.values.tolist()), htmltable.SORT_SCRIPT)
+    )
+    out = subprocess.run(["node", str(script)], capture_output=True, text=True, check=True)
+    ascending, descending, by_name = json.loads(out.stdout)
+    assert ascending == [0, 3, 2, 1]  # 0.5, 2, 10 (not "10" < "2"), missing last
+    assert descending == [2, 3, 0, 1]  # 10, 2, 0.5, missing still last
+    assert by_name == [1, 0, 2, 3]
+
+
+def test_distances_markdown_explains_every_missing_value(tmp_path):
+    beyond = dict(_stats(900, 0.5, 0.25, 0.4, 0.5, None, 0.8), beyond_grid=300)
+    records = [
+        _write(
+            tmp_path,
+            "all",
+            "dct",
+            "hamming",
+            {"f1": 0.5},
+            distances={"similar": _stats(30, 0.1, 0.0, 0.05, 0.1, 0.2, 0.3), "dissimilar": beyond},
+        ),
+        _write(
+            tmp_path,
+            "all",
+            "mh",
+            "hamming",
+            {"f1": 0.5},
+            distances={"similar": _stats(0, *[None] * 6), "dissimilar": beyond},
+        ),
+    ]
+    results = report.results_frame(records)
+    table = report.distance_table(results, "all")
+    steps = report.grid_steps(results)
+    assert steps == {("dct", "hamming"): pytest.approx(0.1), ("mh", "hamming"): pytest.approx(0.1)}
+    text = htmltable.markdown(report.reader_cells("distances", table, steps))
+    assert "nan" not in text.lower() and "<NA>" not in text
+    dct, mh = (line.split("|")[1:-1] for line in text.splitlines()[2:4])
+    columns = list(table.columns)
+    assert dct[columns.index("dissimilar_q3")].strip() == "—¹"
+    assert dct[columns.index("margin_quartiles")].strip() == "0.2"  # q1 0.4 - q3 0.2
+    assert mh[columns.index("similar_max")].strip() == "—²"
+    assert mh[columns.index("margin_min_max")].strip() == "—²"  # lacks the similar max
+    notes = text.split("\n\n")[1].splitlines()
+    assert notes == [
+        "¹ " + report.DISTANCE_NOTES["beyond_grid"],
+        "² " + report.DISTANCE_NOTES["similar"],
+    ]
+
+
+def test_distance_histogram_covers_every_distance_and_counts_the_beyond_grid(tmp_path):
+    histogram = {
+        "radius": [0.0, 0.1, 0.2, 0.3],
+        "similar": [2, 5, 3, 0],
+        "dissimilar": [0, 0, 1, 4],
+    }
+    distances = {
+        "similar": dict(_stats(10, 0.1, 0.0, 0.1, 0.1, 0.2, 0.2), beyond_grid=0),
+        "dissimilar": dict(_stats(15, 0.4, 0.15, 0.3, 0.4, None, 0.72), beyond_grid=10),
+    }
+    record = _write(tmp_path, "all", "dct", "hamming", {"f1": 0.5}, histogram=histogram)
+    record[0].distances = distances
+    figure = figures.distance_histogram_figure(report.results_frame([record]), "all")
+    (ax,) = figure.axes
+    low, high = ax.get_xlim()
+    assert low <= 0 and high == pytest.approx(0.72)  # the largest dissimilar distance
+    hatched = [p for p in ax.patches if isinstance(p, StepPatch) and p.get_hatch()]
+    (beyond,) = hatched
+    edges, values = beyond.get_data().edges, beyond.get_data().values
+    assert edges.tolist() == pytest.approx([0.3, 0.72])
+    # 10 of 15 pairs, as a share per grid step (0.1) over the 0.42 beyond the grid
+    assert values[0] == pytest.approx(10 / 15 * 0.1 / 0.42)
+    assert "dissimilar 10" in ax.texts[0].get_text()
+    figures.plt.close(figure)
+    # nothing beyond the grid: the range ends at the largest distance seen
+    distances["dissimilar"] |= {"beyond_grid": 0, "max": 0.25}
+    figure = figures.distance_histogram_figure(report.results_frame([record]), "all")
+    assert figure.axes[0].get_xlim()[1] == pytest.approx(0.3)  # the bin holding 0.25
+    assert not figure.axes[0].texts
+    figures.plt.close(figure)
+
+
+# --------------------------------------------------------------------------------------
+# operating points, PR curve, failures (issue 12)
+
+
+def test_pr_curve_figure_one_panel_per_distance_one_line_per_descriptor(fabricated):
+    results = fabricated["results"]
+    counts = report.load_pair_counts(results, "all")
+    figure = figures.pr_curve_figure(results, counts, "all")
+    titles = ["hamming", "rv", "cosine", "angular", "euclidean"]
+    assert [ax.get_title() for ax in figure.axes] == titles
+    hamming = figure.axes[0]
+    assert len(hamming.lines) == 7  # the 7 binary hashes (rv has its own distance: no panel)
+    # a line is the pooled curve of its table: tp / (tp + fp) against tp / (tp + fn)
+    table = counts[(counts.descriptor == "ahash") & (counts.distance == "hamming")]
+    kept = table[(table.tp + table.fp > 0) & (table.tp + table.fn > 0)]
+    line = next(line for line in hamming.lines if line.get_label() == "ahash")
+    np.testing.assert_allclose(line.get_ydata(), kept.tp / (kept.tp + kept.fp))
+    np.testing.assert_allclose(line.get_xdata(), kept.tp / (kept.tp + kept.fn))
+    figures.plt.close(figure)
+
+
+def test_operating_points_table_every_benchmark_and_target(fabricated):
+    results = fabricated["results"]
+    table = report.operating_table(results)
+    assert len(table) == len(results) * 3  # the default targets
+    first = table.iloc[0]
+    row = results[(results.protocol == first.protocol) & (results.descriptor == first.descriptor)]
+    row = row[row.distance == first.distance].iloc[0]
+    assert row.operating_points[0]["recall"] == first.recall  # 0.9, the best recall at 0.9
+    thresholds = report.thresholds_table(results)
+    assert len(thresholds) == 13 * 3  # every descriptor (8 hashes, 5 taps) and target
+
+
+def test_failure_gallery_thumbnails_query_original_and_false_match(fabricated, tmp_path):
+    results = fabricated["results"]
+    catalog = pd.read_parquet(fabricated["images"])
+    rows = failures.gallery_rows(results, catalog, per=2)
+    best = report.table3(results).drop_duplicates("descriptor")
+    float_best = best[best.dimensions >= 512].descriptor.iloc[0]
+    hash_best = best[best.dimensions < 512].descriptor.iloc[0]
+    assert rows.descriptor.tolist() == [float_best] * 2 + [hash_best] * 2
+    assert (rows.original_path.map(Path).map(Path.name).str.startswith(rows.image_id)).all()
+    figure = figures.failure_gallery_figure(rows, side=64)
+    assert len(figure.axes) == 12 and all(len(ax.images) == 1 for ax in figure.axes)
+    assert max(ax.images[0].get_array().shape[0] for ax in figure.axes) <= 64
+    figures.save_figure(figure, tmp_path / "failure_gallery.png")
+    assert (tmp_path / "failure_gallery.png").stat().st_size > 10_000
+    empty = figures.failure_gallery_figure(rows.iloc[0:0])
+    assert "no per-query outcomes" in empty.axes[0].texts[0].get_text()
+    figures.plt.close(empty)
+
+
+def test_failures_table_from_the_fabricated_outcomes(fabricated):
+    table = failures.failures_table(fabricated["results"])
+    assert not table.empty and (table["missed"] >= 1).all()
+    assert (table.groupby(["descriptor", "variant"]).size() <= failures.TOP).all()
+    assert set(table.protocol) <= {f"single-{v}" for v in fabricated["variants"][1:]}

@@ -248,7 +248,7 @@ def test_run_index_read_names_the_file_and_the_key(tmp_path):
 TABLE_FILES = [
     f"results/tables/{name}.{ext}"
     for name in ("table3_all", "table4_single", "distances", "ranked", "timing")
-    for ext in ("csv", "md")
+    for ext in ("csv", "md", "html")
 ]
 FIGURE_FILES = [
     f"results/figures/{name}.png"

@@ -253,6 +253,7 @@ def cmd_summarize(args) -> None:
                 timings=args.timings,
                 images=args.images,
                 robustness=args.robustness,
+                l2_normalized=args.l2_normalized,
             )
     except ResultsError as error:
         raise SystemExit(f"summarize: {error}") from None
@@ -406,6 +407,13 @@ def _summarize_args(p) -> None:
     p.add_argument("--tables-dir", required=True, help="folder of the tables (output)")
     p.add_argument("--figures-dir", required=True, help="folder of the figures (output)")
     p.add_argument("--robustness", action="store_true", help="best F1 against strength (sweeps)")
+    p.add_argument(
+        "--l2-normalized",
+        nargs="*",
+        default=[],
+        help="descriptors the config L2-normalises: Table 3 shows their Euclidean "
+        "ranking as the cosine one",
+    )
 
 
 # name: (one-line help, arguments, command). For people first, then the steps

@@ -188,10 +188,49 @@ def _histogram_edges(radius: np.ndarray, bins: int) -> np.ndarray:
     return np.concatenate([[radius[0] - step], radius])
 
 
+def _histogram_panel(ax, row, colors: dict) -> None:
+    """One panel of :func:`distance_histogram_figure`: each kind's grid bins, then
+    its pairs beyond the grid as one hatched bin from the last radius to the
+    largest distance seen (as a share per grid step, like the others), the x
+    range from the first bin to the largest distance of either kind."""
+    histogram, stats = row.histogram, row.distances or {}
+    radius = np.asarray(histogram["radius"], dtype=float)
+    edges = _histogram_edges(radius, len(radius))
+    step = edges[-1] - edges[-2] if len(edges) > 1 else 1.0
+    right, beyond = edges[0], {}
+    for pairs, color in colors.items():
+        counts = np.asarray(histogram.get(pairs, []), dtype=float)
+        own = stats.get(pairs) or {}
+        outside = int(own.get("beyond_grid") or 0)
+        total = counts.sum() + outside
+        if counts.size == 0 or total == 0:
+            continue
+        ax.stairs(counts / total, edges, fill=True, alpha=0.45, color=color)
+        nonzero = np.flatnonzero(counts)
+        if nonzero.size:
+            right = max(right, edges[nonzero[-1] + 1])
+        if own.get("max") is not None:
+            right = max(right, float(own["max"]))
+        if outside:
+            beyond[pairs] = outside
+            top = max(float(own.get("max") or edges[-1] + step), edges[-1] + step)
+            share = outside / total * step / (top - edges[-1])
+            ax.stairs([share], [edges[-1], top], fill=False, hatch="///", color=color)
+            right = max(right, top)
+    ax.set_xlim(edges[0], right if right > edges[0] else edges[-1])
+    if beyond:
+        counts = ", ".join(f"{pairs} {n}" for pairs, n in beyond.items())
+        label = f"beyond grid (r > {edges[-1]:.3g}):\n{counts}"
+        ax.text(0.98, 0.97, label, ha="right", va="top", fontsize=6, transform=ax.transAxes)
+    ax.axvline(row.radius, color="0.2", linestyle=":", linewidth=1.1)
+
+
 def distance_histogram_figure(results: pd.DataFrame, protocol: str | None = "all"):
     """Distances of similar against dissimilar pairs, one panel per descriptor ×
-    distance: two step histograms (each normalised to its own pair count) and
-    the best radius; panels without a histogram say so."""
+    distance (:func:`_histogram_panel`): two step histograms over the whole
+    range of distances seen (each kind a share of its own pair count, pairs
+    beyond the radius grid hatched and counted) and the best radius; panels
+    without a histogram say so."""
     panels = _panels(results, protocol)
     title = f"Distances of similar and dissimilar pairs (protocol {protocol})"
     if panels.empty or panels["histogram"].isna().all():
@@ -202,36 +241,27 @@ def distance_histogram_figure(results: pd.DataFrame, protocol: str | None = "all
         for i, (ax, row) in enumerate(zip(axes, panels.itertuples(), strict=True)):
             ax.set_title(f"{row.descriptor}\n{row.distance}", fontsize=8)
             ax.set_xlabel(_distance_label(row.distance), fontsize=7)
-            ax.set_ylabel("share of pairs per bin" if i % 4 == 0 else "", fontsize=7)
+            ax.set_ylabel("share of pairs per grid step" if i % 4 == 0 else "", fontsize=7)
             ax.tick_params(labelsize=7)
-            histogram = row.histogram
-            if not histogram:
+            if not row.histogram:
                 ax.text(0.5, 0.5, "no histogram", ha="center", va="center", transform=ax.transAxes)
                 continue
-            radius = np.asarray(histogram["radius"], dtype=float)
-            last = 0
-            for pairs, color in colors.items():
-                counts = np.asarray(histogram.get(pairs, []), dtype=float)
-                if counts.size == 0:
-                    continue
-                edges = _histogram_edges(radius, counts.size)
-                share = counts / counts.sum() if counts.sum() else counts
-                ax.stairs(share, edges, fill=True, alpha=0.45, color=color, label=f"{pairs} pairs")
-                nonzero = np.flatnonzero(counts)
-                last = max(last, nonzero[-1] + 1 if nonzero.size else 0)
-            if last:
-                edges = _histogram_edges(radius, len(radius))
-                ax.set_xlim(edges[0], edges[min(last + 1, len(edges) - 1)])
-            ax.axvline(row.radius, color="0.2", linestyle=":", linewidth=1.1, label="best radius")
+            _histogram_panel(ax, row, colors)
         handles = [
             plt.Rectangle((0, 0), 1, 1, color=color, alpha=0.45) for color in colors.values()
         ]
+        handles.append(plt.Rectangle((0, 0), 1, 1, fill=False, hatch="///", color="0.3"))
         handles.append(Line2D([], [], color="0.2", linestyle=":", linewidth=1.1))
         figure.legend(
             handles,
-            ["similar pairs (same base image)", "dissimilar pairs", "best radius"],
+            [
+                "similar pairs (same base image)",
+                "dissimilar pairs",
+                "beyond the radius grid",
+                "best radius",
+            ],
             loc="outside lower center",
-            ncols=3,
+            ncols=4,
             frameon=False,
         )
         figure.suptitle(title)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from risbench import figures
+from risbench import figures, htmltable, ranking
 from risbench.results import (
     FIGURES,
     PAPER_COLUMNS,
@@ -35,6 +36,16 @@ from risbench.results import (
 IDENTITY_STRENGTH = {"rotate": 0.0, "crop": 0.0, "blur": 0.0, "resize": 100.0, "pad": 0.0}
 
 STATS = ("count", "mean", "min", "q1", "median", "q3", "max")
+TABLE3_COLUMNS = [
+    "descriptor",
+    "dimensions",
+    "distance",
+    "radius",
+    "precision",
+    "recall",
+    "f1",
+    "bytes_per_image",
+]
 STAGES = ("dataset", "modify", "hash", "extract", "benchmark")
 TIMING_COLUMNS = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_seconds"}
 
@@ -208,21 +219,22 @@ def load_timings(paths) -> pd.DataFrame:
 # tables
 
 
-def table3(results: pd.DataFrame) -> pd.DataFrame:
-    """Best F1 per descriptor and distance over all modifications, best first."""
+def table3(results: pd.DataFrame, l2_normalized=()) -> pd.DataFrame:
+    """Best F1 per descriptor and ranking over all modifications, best first.
+
+    Distances that provably rank a descriptor's images alike
+    (:func:`risbench.ranking.same_ranking`: cosine and angular, and Euclidean
+    too for the descriptors named in ``l2_normalized``) are one row, that of the
+    first (cosine first), with ``same_ranking_as`` naming the others; their own
+    numbers stay in the benchmark files and the other tables."""
     rows = results[results["protocol"] == "all"]
-    table = rows[
-        [
-            "descriptor",
-            "dimensions",
-            "distance",
-            "radius",
-            "precision",
-            "recall",
-            "f1",
-            "bytes_per_image",
-        ]
-    ]
+    normalized = set(l2_normalized)
+    kept, same = [], []
+    for descriptor, own in rows.groupby("descriptor", sort=False):
+        for group in ranking.same_ranking(own["distance"], descriptor in normalized):
+            kept.append(own.index[own["distance"] == group[0]][0])
+            same.append(", ".join(group[1:]))
+    table = rows.loc[kept, TABLE3_COLUMNS].assign(same_ranking_as=same)
     # Ties in F1 are broken by name so that two runs print the same table.
     return table.sort_values(
         ["f1", "descriptor", "distance"], ascending=[False, True, True], ignore_index=True
@@ -284,6 +296,39 @@ def distance_table(results: pd.DataFrame, protocol: str | None = "all") -> pd.Da
     table["margin_min_max"] = table["dissimilar_min"] - table["similar_max"]
     table["margin_quartiles"] = table["dissimilar_q1"] - table["similar_q3"]
     return table.sort_values(["descriptor", "distance"], ignore_index=True)
+
+
+# Why a cell of the distance table is empty: the one text of each footnote.
+DISTANCE_NOTES = {
+    "similar": "no similar pairs under this protocol (no query shares its base photo "
+    "with another image of the index)",
+    "dissimilar": "no dissimilar pairs under this protocol",
+    "beyond_grid": "beyond the radius grid: this quartile is read from the grid histogram "
+    "and lies past the grid's largest radius (min, mean and max are exact; the config's "
+    "benchmark.radius sets the grid)",
+}
+
+
+def distance_notes(table: pd.DataFrame) -> pd.DataFrame:
+    """Why each missing value of :func:`distance_table` is missing
+    (:data:`DISTANCE_NOTES`; None where a value is there): no pairs of that kind,
+    or a quartile beyond the radius grid; a margin inherits the reason of the
+    value it lacks."""
+    notes = pd.DataFrame(None, index=table.index, columns=table.columns, dtype=object)
+    for pairs in ("similar", "dissimilar"):
+        none = table[f"{pairs}_count"].fillna(0).eq(0)
+        for stat in STATS[1:]:
+            column = f"{pairs}_{stat}"
+            missing = table[column].isna()
+            notes.loc[missing & none, column] = DISTANCE_NOTES[pairs]
+            notes.loc[missing & ~none, column] = DISTANCE_NOTES["beyond_grid"]
+    margins = {"margin_min_max": ("dissimilar_min", "similar_max")}
+    margins["margin_quartiles"] = ("dissimilar_q1", "similar_q3")
+    for margin, operands in margins.items():
+        for operand in operands:
+            lacking = table[margin].isna() & notes[margin].isna() & table[operand].isna()
+            notes.loc[lacking, margin] = notes.loc[lacking, operand]
+    return notes
 
 
 def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -373,18 +418,57 @@ def strength_curves(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    return table.to_markdown(index=False, floatfmt=".4f", missingval="") + "\n"
+# The kind of value (htmltable.KINDS) of a table's columns that no column rule names.
+TABLE_KINDS = {"table4_single": "score"}
+# Why a table's missing values are missing, where a table says.
+TABLE_NOTES = {"distances": distance_notes}
+
+
+def grid_steps(results: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """The radius grid step of each descriptor × distance (the smallest gap
+    between two radii of its per-radius table; one table each: every protocol
+    of a distance has the same grid)."""
+    steps = {}
+    for row in results.drop_duplicates(["descriptor", "distance"]).itertuples():
+        radius = pd.read_parquet(row.table, columns=["radius"])["radius"].to_numpy()
+        gaps = np.diff(np.unique(radius))
+        steps[(row.descriptor, row.distance)] = float(gaps.min()) if gaps.size else None
+    return steps
+
+
+def reader_cells(name: str, table: pd.DataFrame, steps: dict) -> htmltable.Cells:
+    """The rounded cells of summary table ``name`` (:mod:`risbench.htmltable`):
+    distances rounded by their row's grid step (``steps``, :func:`grid_steps`),
+    missing values explained where :data:`TABLE_NOTES` says why."""
+    row_steps = None
+    if {"descriptor", "distance"} <= set(table.columns):
+        keys = zip(table["descriptor"], table["distance"], strict=True)
+        row_steps = pd.Series([steps.get(key) for key in keys], index=table.index, dtype=object)
+    notes = TABLE_NOTES[name](table) if name in TABLE_NOTES else None
+    kind = TABLE_KINDS.get(name, "number")
+    return htmltable.format_cells(table, default=kind, steps=row_steps, notes=notes)
+
+
+def write_table(folder: Path, name: str, table: pd.DataFrame, steps: dict) -> None:
+    """``{name}.csv`` (every value as computed), ``{name}.md`` and ``{name}.html``
+    (rounded; the HTML page sortable, the copy the report shows)."""
+    table.to_csv(folder / f"{name}.csv", index=False)
+    cells = reader_cells(name, table, steps)
+    (folder / f"{name}.md").write_text(htmltable.markdown(cells))
+    (folder / f"{name}.html").write_text(htmltable.page(cells, title=name))
 
 
 # --------------------------------------------------------------------------------------
 # entry point
 
 
-def summary_tables(results: pd.DataFrame, timings: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every table of :data:`risbench.results.TABLES`, by name."""
+def summary_tables(
+    results: pd.DataFrame, timings: pd.DataFrame, l2_normalized=()
+) -> dict[str, pd.DataFrame]:
+    """Every table of :data:`risbench.results.TABLES`, by name (``l2_normalized``:
+    the descriptors the config L2-normalises, :func:`table3`)."""
     tables = {
-        "table3_all": table3(results),
+        "table3_all": table3(results, l2_normalized),
         "table4_single": table4(results),
         "distances": distance_table(results, main_protocol(results)),
         "ranked": ranked_table(results),
@@ -421,25 +505,28 @@ def summarize(
     timings=(),
     images: str | Path | None = None,
     robustness: bool = False,
+    l2_normalized=(),
 ) -> None:
-    """Writes every table (``{name}.csv`` and ``.md``) and figure (``{name}.png``)
-    of :func:`risbench.results.summary_outputs`.
+    """Writes every table (``{name}.csv``, ``.md`` and ``.html``, :func:`write_table`)
+    and figure (``{name}.png``) of :func:`risbench.results.summary_outputs`.
 
     ``runs`` are the benchmark jobs' run indexes, the only way to the stats and
     per-radius tables; ``timings`` are the Snakemake ``benchmark:`` files
     timed, exactly those; ``images`` is the catalog (the example sheet);
     ``robustness`` draws best F1 against strength (the workflow asks when
-    :func:`risbench.results.wants_robustness`).
+    :func:`risbench.results.wants_robustness`); ``l2_normalized`` names the
+    descriptors the config L2-normalises (:func:`risbench.ranking.l2_normalized`),
+    whose Euclidean ranking Table 3 shows as the cosine one.
     """
     results = load_results(runs)
-    tables = summary_tables(results, load_timings(timings))
+    tables = summary_tables(results, load_timings(timings), l2_normalized)
     catalog = pd.read_parquet(images) if images is not None else None
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
+    steps = grid_steps(results)
     for name, table in tables.items():
-        table.to_csv(tables_dir / f"{name}.csv", index=False)
-        (tables_dir / f"{name}.md").write_text(to_markdown(table))
+        write_table(tables_dir, name, table, steps)
     for name, draw in summary_figures(
         results, tables["table4_single"], catalog, robustness
     ).items():

@@ -34,11 +34,13 @@ PAPER_COLUMNS = {
     "crop": "Crop",
 }
 
-# Every summary writes these tables (``{name}.csv`` and ``{name}.md``) and figures
+# Every summary writes these tables (``{name}.csv``, ``.md`` and ``.html``) and figures
 # (``{name}.png``); ``robustness`` only when :func:`wants_robustness`.
 TABLES = ("table3_all", "table4_single", "distances", "ranked", "timing")
 FIGURES = ("prf_radius", "f1_by_modification", "distance_histograms", "examples")
 ROBUSTNESS = "robustness"
+# Each table's copies: every value (CSV), rounded (Markdown; HTML, the report's).
+TABLE_FORMATS = ("csv", "md", "html")
 
 BEST_KEYS = ("radius", "precision", "recall", "f1")
 SINGLE_PREFIX = "single-"
@@ -242,9 +244,9 @@ def summary_outputs(
     figures_dir: str = "results/figures",
 ) -> list[str]:
     """Every file the summary writes for a config's ``variants`` and
-    ``protocols``: each table as CSV and Markdown, then each figure."""
+    ``protocols``: each table as CSV, Markdown and HTML, then each figure."""
     figures = list(FIGURES)
     if wants_robustness(variants, protocols):
         figures.append(ROBUSTNESS)
-    tables = [f"{tables_dir}/{name}.{ext}" for name in TABLES for ext in ("csv", "md")]
+    tables = [f"{tables_dir}/{name}.{ext}" for name in TABLES for ext in TABLE_FORMATS]
     return tables + [f"{figures_dir}/{name}.png" for name in figures]

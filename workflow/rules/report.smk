@@ -1,5 +1,7 @@
 # The paper's tables and figures, and the captions of `snakemake --report`.
 
+from risbench.ranking import l2_normalized
+
 
 report: "../report/workflow.rst"
 
@@ -30,15 +32,17 @@ REPORT_TITLES = {
     "robustness": "5. Robustness to modification strength",
 }
 
-# Tables (CSV) and figures go into the HTML report, each with its caption under
-# workflow/report/; the Markdown copies of the tables stay out of it.
+# Tables (their rounded, sortable HTML page) and figures go into the HTML report,
+# each with its caption under workflow/report/; the CSV (every value unrounded)
+# and Markdown copies of the tables stay out of it.
+REPORT_CATEGORIES = {".html": "Tables", ".png": "Figures"}
 SUMMARY_REPORTED = []
 for path in summary_outputs():
     name, suffix = Path(path).stem, Path(path).suffix
-    if suffix == ".md":
+    if suffix not in REPORT_CATEGORIES:
         SUMMARY_REPORTED.append(path)
         continue
-    category = "Tables" if suffix == ".csv" else "Figures"
+    category = REPORT_CATEGORIES[suffix]
     labels = {"title": REPORT_TITLES.get(name, name), "file": Path(path).name}
     caption = f"../report/{name}.rst"
     marked = report(path, caption=caption, category=category, labels=labels)
@@ -64,7 +68,8 @@ rule summarize:
             if "results/figures/robustness.png" in summary_outputs()
             else ""
         ),
+        l2_normalized=l2_normalized(config),
     shell:
         "risbench summarize --tables-dir results/tables --figures-dir results/figures"
         " --runs {input.runs:q} --timings {input.timings:q} --images {input.images:q}"
-        " {params.robustness} 2> {log:q}"
+        " {params.robustness} --l2-normalized {params.l2_normalized:q} 2> {log:q}"

@@ -1,0 +1,57 @@
+"""Which distances provably rank a descriptor's images alike (Table 3 shows one row each).
+
+Known from the config, never from the numbers (docs/design.md, "Same ranking"):
+
+- ``cosine`` and ``angular`` always: angular = arccos(1 − cosine)/π is an
+  increasing function of the cosine distance (both come from the same clamped
+  similarity; a zero row has similarity 0 with anything in both).
+- ``euclidean`` joins them for an L2-normalised descriptor (model option
+  ``normalize: l2``): for unit rows |a − b|² = 2 − 2 cos θ = 2 · cosine, so
+  the Euclidean distance is √(2 · cosine), increasing too. The one exception
+  is an all-zero feature row, which normalisation leaves at zero: it is at
+  Euclidean distance 1 from every unit row, where √(2 · cosine) says √2.
+
+An increasing function keeps every ranking, so every ranked metric agrees;
+the radius metrics agree up to each distance's own radius grid.
+
+Cheap to import: the workflow calls :func:`l2_normalized` while it parses.
+"""
+
+from __future__ import annotations
+
+# Float distances in the order Table 3 names them; the first of a set is the row it keeps.
+ORDER = ("cosine", "angular", "euclidean")
+ALWAYS_SAME = frozenset({"cosine", "angular"})
+SAME_ON_UNIT_ROWS = frozenset({"cosine", "angular", "euclidean"})
+
+
+def l2_normalized(config: dict) -> list[str]:
+    """The descriptors the config L2-normalises (model option ``normalize: l2``),
+    in descriptor order."""
+    from risbench import models
+
+    return [
+        name
+        for model_key, spec in (config.get("models") or {}).items()
+        for name, _layer, _pool, norm in models.descriptor_plan(model_key, spec)
+        if norm == "l2"
+    ]
+
+
+def same_ranking(distances, normalized: bool) -> list[tuple[str, ...]]:
+    """The distances of one descriptor in sets that rank alike: each set in
+    :data:`ORDER` (others alone, as given), sets in the order of their first
+    distance; ``normalized``: the descriptor is L2-normalised."""
+    equal = SAME_ON_UNIT_ROWS if normalized else ALWAYS_SAME
+    present = list(dict.fromkeys(distances))
+    rank = {name: ORDER.index(name) if name in ORDER else len(ORDER) for name in present}
+    present.sort(key=rank.__getitem__)  # stable: the others keep their order
+    shared = tuple(name for name in present if name in equal)
+    groups, placed = [], False
+    for name in present:
+        if name not in shared or len(shared) == 1:
+            groups.append((name,))
+        elif not placed:
+            groups.append(shared)
+            placed = True
+    return groups

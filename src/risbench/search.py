@@ -33,7 +33,8 @@ index also returns), queries per second, build seconds and index bytes
 (``faiss.serialize_index``). The exact sets come from
 :func:`risbench.distance.iter_distance_tiles`, which runs on CuPy when a CUDA
 device is present (the same code path otherwise). The FAISS indexes run on the
-CPU: FAISS-GPU has no range search.
+CPU: FAISS's GPU indexes have no ``range_search`` (faiss.contrib's
+``range_search_gpu`` emulates one with k-NN searches and a CPU fallback; not used).
 """
 
 from __future__ import annotations

@@ -196,3 +196,17 @@ def test_bad_requests_are_named():
         search.build(np.zeros((2, 8), np.float32), "hamming")
     with pytest.raises(ValueError, match="FAISS has no index for rv"):
         search.build(np.zeros((2, 40), np.uint8), "rv")
+
+
+def test_queries_in_several_faiss_calls_keep_their_rows():
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((400, 6)).astype(np.float32)
+    queries = base[rng.integers(0, 400, 3 * search.SEARCH_BATCH + 17)]
+    queries = queries + 0.05 * rng.standard_normal(queries.shape).astype(np.float32)
+    d = distance.pairwise(queries, base, "euclidean", device="cpu")
+    radius = _gap_radius(d, 0.01)
+    hits = search.range_search(search.build(base, "euclidean"), queries, "euclidean", radius)
+    assert len(hits.lims) == len(queries) + 1
+    for i in (0, search.SEARCH_BATCH - 1, search.SEARCH_BATCH, len(queries) - 1):
+        assert sorted(hits.of(i)[0].tolist()) == np.flatnonzero(d[i] <= radius).tolist()
+    assert hits.pairs == int((d <= radius).sum())

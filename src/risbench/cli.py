@@ -49,6 +49,7 @@ def cmd_dataset(args) -> None:
                 reports=reports,
                 reports_dir=args.reports_dir,
                 source_dir=args.source_dir,
+                variants_root=args.variants_root,
             )
     except dataset.DatasetError as error:
         raise SystemExit(f"dataset: {error}") from None
@@ -281,6 +282,12 @@ def _dataset_args(p) -> None:
         "--source-dir",
         default="results/download/mirflickr25k",
         help="the unpacked archive (source: mirflickr)",
+    )
+    p.add_argument(
+        "--variants-root",
+        default=None,
+        help="sources variants and pairs: their own variants go to ROOT/{variant}/ and "
+        "ROOT/{variant}.parquet (output)",
     )
 
 

@@ -37,11 +37,31 @@ class ConfigError(ValueError):
 
 
 def variants(config: dict) -> list[str]:
-    """Benchmark image variants: ``original`` then every modification, sweeps expanded."""
+    """Benchmark image variants: ``original``, the data set's own variants
+    (:func:`dataset_variants`), then every modification, sweeps expanded."""
+    return ["original", *dataset_variants(config), *made_variants(config)]
+
+
+def made_variants(config: dict) -> list[str]:
+    """The variants risbench makes (a ``modify`` job each): the modifications, sweeps
+    expanded."""
     from risbench import modify
 
-    modified = modify.expand_sweeps(config["modifications"], config.get("sweeps") or {})
-    return ["original", *modified]
+    return modify.expand_sweeps(config["modifications"], config.get("sweeps") or {})
+
+
+def dataset_variants(config: dict) -> list[str]:
+    """The variants a data set brings (the dataset job lists them, no ``modify`` job):
+    source ``variants``, its folders beside ``originals/`` (one directory listing);
+    source ``pairs``, its queries. None for the other sources."""
+    from risbench import sources
+
+    dataset = config["dataset"]
+    if dataset["source"] == "variants":
+        return sources.variant_folders(dataset["folder"]) if dataset.get("folder") else []
+    if dataset["source"] == "pairs":
+        return [sources.QUERIES]
+    return []
 
 
 def descriptors(config: dict) -> dict[str, dict]:
@@ -72,7 +92,22 @@ def pairs(config: dict) -> list[tuple[str, str]]:
 
 
 def protocols(config: dict) -> list[str]:
+    """The benchmark protocols: ``queries`` first for a pairs data set (and, with no
+    modification configured, alone: the others need modified images); then, of
+    ``benchmark.protocols``, ``all``, ``distractors`` (with distractors) and
+    ``single-{variant}`` per variant other than a pairs data set's queries."""
     wanted = config["benchmark"]["protocols"]
+    if config["dataset"]["source"] == "pairs":
+        from risbench import sources
+
+        if not made_variants(config):
+            return [sources.QUERIES]
+        rest = [p for p in _usual_protocols(config, wanted) if p != f"single-{sources.QUERIES}"]
+        return [sources.QUERIES, *rest]
+    return _usual_protocols(config, wanted)
+
+
+def _usual_protocols(config: dict, wanted: list[str]) -> list[str]:
     names = []
     if "all" in wanted:
         names.append("all")
@@ -93,8 +128,9 @@ def check(config: dict) -> None:
     _check_hashes(config)
     _check_models(config)
     _check_distances(config)
+    _check_dataset(config["dataset"])  # first: the variant names come from its folders
+    _check_dataset_variants(config)
     _check_names(config)
-    _check_dataset(config["dataset"])
     _check_radii(config["benchmark"]["radius"])
 
 
@@ -181,18 +217,25 @@ def _safe(name: str, key: str) -> None:
 
 
 def _check_dataset(dataset: dict) -> None:
-    """The folder exists and holds enough images, counted as the dataset job will
-    count them (:func:`risbench.sources.find_folder`)."""
+    """The source's folders exist and hold enough images, counted as the dataset job
+    will count them (:mod:`risbench.sources`); a variants or pairs data set is laid
+    out as it must be (errors name the file, and the line of the ground truth)."""
     from risbench import sources
 
-    if dataset["source"] != "folder":
+    if dataset["source"] not in ("folder", "variants", "pairs"):
         return
-    folder = dataset.get("folder")
-    if not folder:
-        raise ConfigError("dataset.folder: required when dataset.source is 'folder'")
-    if not Path(folder).is_dir():
-        raise ConfigError(f"dataset.folder: {folder} is not a folder (from {os.getcwd()})")
-    found = len(sources.find_folder(folder, dataset["extensions"], dataset["recursive"]).sources)
+    try:
+        if dataset["source"] == "pairs":
+            _check_pairs(dataset)
+            return
+        folder = _folder(dataset, "folder")
+        extensions = dataset["extensions"]
+        if dataset["source"] == "variants":
+            found = len(sources.find_variants(folder, extensions).originals.sources)
+        else:
+            found = len(sources.find_folder(folder, extensions, dataset["recursive"]).sources)
+    except sources.LayoutError as error:
+        raise ConfigError(f"dataset ({dataset['source']}): {error}") from None
     needed = dataset["distractors"] + max(2, dataset.get("bases") or 2)
     if found < needed:
         raise ConfigError(
@@ -200,6 +243,53 @@ def _check_dataset(dataset: dict) -> None:
             f"{dataset.get('bases')}: {folder} holds {found} image file(s) with the "
             f"configured extensions, fewer than the {needed} needed (distractors + bases, "
             "at least 2 bases)"
+        )
+
+
+def _folder(dataset: dict, key: str) -> str:
+    """``dataset.{key}``, a folder that exists (a file for the ground truth)."""
+    path = dataset.get(key)
+    if not path:
+        raise ConfigError(f"dataset.{key}: required when dataset.source is '{dataset['source']}'")
+    exists = Path(path).is_file() if key == "ground_truth" else Path(path).is_dir()
+    if not exists:
+        kind = "file" if key == "ground_truth" else "folder"
+        raise ConfigError(f"dataset.{key}: {path} is not a {kind} (from {os.getcwd()})")
+    return path
+
+
+# Keys of the split that a pairs data set does not have: its references are the index
+# and its ground truth names them, so none may be dropped or set aside.
+_PAIRS_FIXED = {"bases": None, "distractors": 0, "sample": False, "drop_near_duplicates": False}
+
+
+def _check_pairs(dataset: dict) -> None:
+    from risbench import sources
+
+    for key, value in _PAIRS_FIXED.items():
+        if dataset.get(key, value) != value:
+            raise ConfigError(
+                f"dataset.{key} = {dataset[key]}: not for dataset.source 'pairs' (its "
+                "references are the index and its ground truth names them: none is set aside)"
+            )
+    folders = [_folder(dataset, key) for key in ("references", "queries", "ground_truth")]
+    sources.find_pairs(*folders, extensions=dataset["extensions"])
+
+
+def _check_dataset_variants(config: dict) -> None:
+    """A data set's own variant names are safe names that no other variant has; a
+    pairs data set is not screened (a stage keeps the first bases, and a query's
+    references need not be among them)."""
+    if config["dataset"]["source"] == "pairs" and (config.get("screening") or {}).get("stages"):
+        raise ConfigError("screening.stages: not for dataset.source 'pairs'")
+    own = dataset_variants(config)
+    for name in own:
+        _safe(name, f"dataset.folder: variant folder '{name}'")
+    clash = sorted(set(own) & {"original", *made_variants(config)})
+    if clash:
+        raise ConfigError(
+            f"dataset.folder: variant folder(s) {', '.join(clash)} have the name of "
+            "a variant risbench makes (modifications) or of the originals; rename them"
         )
 
 

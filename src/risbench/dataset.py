@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 import stat
 import warnings
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ from risbench.sources import (
     file_kind,
     find_folder,
     find_mirflickr,
+    split_name,
 )
 
 log = logging.getLogger("risbench")
@@ -271,8 +274,9 @@ DUPLICATES_COLUMNS = ["path", "duplicate_of"]
 NEAR_DUPLICATES_COLUMNS = ["path", "near_duplicate_of", "distance", "dropped"]
 
 
-def _check(sources: list[Source], max_pixels: int, progress: bool):
-    """The first pass: (usable images, skipped rows, duplicate rows), in id order."""
+def _check(sources: list[Source], max_pixels: int, progress: bool, drop_duplicates: bool = True):
+    """The first pass: (usable images, skipped rows, duplicate rows), in id order; an
+    exact duplicate is left out of the usable images unless not ``drop_duplicates``."""
     from tqdm import tqdm
 
     usable: list[_Decoded] = []
@@ -294,8 +298,9 @@ def _check(sources: list[Source], max_pixels: int, progress: bool):
         if digest in first_with_pixels:
             first = display_path(first_with_pixels[digest].path)
             duplicates.append({"path": shown, "duplicate_of": first})
-            continue
-        first_with_pixels[digest] = source
+            if drop_duplicates:
+                continue
+        first_with_pixels.setdefault(digest, source)
         usable.append(_Decoded(source, mode, image.width, image.height, phash))
         del image
     return usable, skipped, duplicates
@@ -318,8 +323,22 @@ def _near_duplicates(usable: list[_Decoded], distance: int | None, drop: bool):
     return near, [u for k, u in enumerate(usable) if k not in dropped]
 
 
-def _write(chosen, images_dir: Path, max_pixels: int, progress: bool):
-    """The second pass: writes the chosen images; returns (manifest rows, skipped rows)."""
+def keep_exact(source: Path, folder: Path, image_id: str) -> Path:
+    """``source``'s bytes as ``folder/{image_id}.{suffix}``: a hard link when both lie on
+    one file system (no copy of a large data set), else a copy; never re-encoded."""
+    out = folder / f"{image_id}.{split_name(source.name)[1]}"
+    out.unlink(missing_ok=True)
+    target = os.path.realpath(source)  # a link's target: a relative link would dangle here
+    try:
+        os.link(target, out)
+    except OSError:  # another file system, or links not supported
+        shutil.copyfile(target, out)
+    return out
+
+
+def _write(chosen, images_dir: Path, max_pixels: int, progress: bool, keep_bytes: bool = False):
+    """The second pass: writes the chosen images (as PNG, or their own bytes with
+    ``keep_bytes``); returns (manifest rows, skipped rows)."""
     from tqdm import tqdm
 
     rows, skipped = [], []
@@ -330,8 +349,11 @@ def _write(chosen, images_dir: Path, max_pixels: int, progress: bool):
         except BadImage as error:  # changed on disk since the first pass
             skipped.append({"path": display_path(source.path), "reason": str(error)})
             continue
-        out = images_dir / f"{source.image_id}.png"
-        image.save(out, format="PNG")
+        if keep_bytes:
+            out = keep_exact(source.path, images_dir, source.image_id)
+        else:
+            out = images_dir / f"{source.image_id}.png"
+            image.save(out, format="PNG")
         rows.append(
             {
                 "image_id": source.image_id,
@@ -362,6 +384,8 @@ def build(
     near_duplicate_distance: int | None = DEFAULT_NEAR_DUPLICATE_DISTANCE,
     drop_near_duplicates: bool = False,
     progress: bool = True,
+    keep_bytes: bool = False,
+    drop_duplicates: bool = True,
 ) -> Built:
     """Decodes the sources, skips bad files, drops duplicates, splits, writes the originals.
 
@@ -373,11 +397,14 @@ def build(
     <= ``near_duplicate_distance``: path, near_duplicate_of, distance, dropped;
     the later image in name order is dropped when ``drop_near_duplicates``).
     ``near_duplicate_distance=None`` turns the near-duplicate check off.
+    ``keep_bytes``: the images keep their exact bytes (:func:`keep_exact`) instead
+    of being written as PNG; ``drop_duplicates=False``: exact duplicates are
+    reported and kept (a pairs data set's references: its ground truth names them).
     """
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(sources, key=lambda s: s.image_id)
-    usable, skipped, duplicates = _check(sources, max_pixels, progress)
+    usable, skipped, duplicates = _check(sources, max_pixels, progress, drop_duplicates)
     near, usable = _near_duplicates(usable, near_duplicate_distance, drop_near_duplicates)
     problem = None
     try:
@@ -387,7 +414,7 @@ def build(
     except ValueError as error:  # too few usable images: the reports still say why
         problem, roles = str(error), [None] * len(usable)
     chosen = [(u, role) for u, role in zip(usable, roles, strict=True) if role is not None]
-    rows, changed = _write(chosen, images_dir, max_pixels, progress)
+    rows, changed = _write(chosen, images_dir, max_pixels, progress, keep_bytes)
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     manifest = manifest.sort_values("image_id", ignore_index=True)
     closest = None
@@ -433,11 +460,12 @@ def find_sources(spec: dict, source_dir: str | Path | None = None) -> Found:
     raise DatasetError(f"dataset.source: '{source}' is not one of demo, folder, mirflickr")
 
 
-def _log_build(built: Built, distance: int | None) -> None:
+def log_build(built: Built, distance: int | None, duplicates_kept: bool = False) -> None:
     for row in built.skipped.itertuples():
         log.warning("skipped %s: %s", row.path, row.reason)
     for row in built.duplicates.itertuples():
-        log.warning("dropped %s: same pixels as %s", row.path, row.duplicate_of)
+        verb = "kept" if duplicates_kept else "dropped"
+        log.warning("%s %s: same pixels as %s", verb, row.path, row.duplicate_of)
     for row in built.near_duplicates.itertuples():
         dropped = " (dropped)" if row.dropped else ""
         log.warning(
@@ -489,10 +517,10 @@ def write_reports(built: Built, paths: dict, reports_dir: str | Path | None) -> 
     return ", ".join(str(path) for _, path in targets[:3])
 
 
-def _too_few(built: Built) -> str | None:
-    """Why ``built`` cannot be benchmarked (fewer than 2 bases), or None."""
+def too_few(built: Built, needed: int = 2) -> str | None:
+    """Why ``built`` cannot be benchmarked (fewer than ``needed`` bases), or None."""
     bases = int((built.manifest["role"] == "base").sum())
-    if built.problem is None and bases >= 2:
+    if built.problem is None and bases >= needed:
         return None
     dropped = int(built.near_duplicates["dropped"].sum()) if len(built.near_duplicates) else 0
     counts = (
@@ -503,7 +531,7 @@ def _too_few(built: Built) -> str | None:
     if built.problem is not None:
         return f"{built.problem}: {counts}"
     among = f"{bases} base image{'' if bases == 1 else 's'} among them"
-    return f"{counts}, {among}; a benchmark needs 2 or more base images"
+    return f"{counts}, {among}; a benchmark needs {needed} or more base images"
 
 
 def run_stage(
@@ -515,12 +543,21 @@ def run_stage(
     reports: dict,
     reports_dir: str | Path | None = None,
     source_dir: str | Path | None = None,
+    variants_root: str | Path | None = None,
 ) -> Built:
     """The ``dataset`` job: finds the config's (``spec``) files, builds the set, logs and
     writes the reports (``write_reports``), then the manifest and the original list.
+    A variants or pairs data set (:mod:`risbench.layouts`) also writes its own
+    variants' folders and lists, ``{variants_root}/{variant}/`` and ``.parquet``.
 
     Raises DatasetError, after writing the reports, when no benchmark can be made.
     """
+    if spec.get("source") in ("variants", "pairs"):
+        from risbench import layouts
+
+        paths = {"images_dir": images_dir, "manifest": manifest, "image_list": image_list}
+        paths.update(reports=reports, reports_dir=reports_dir, variants_root=variants_root)
+        return layouts.run_stage(spec, **paths)
     found = find_sources(spec, source_dir)
     log.info(
         "%d files (%s): %d to decode, %d not read",
@@ -542,9 +579,9 @@ def run_stage(
         near_duplicate_distance=distance,
         drop_near_duplicates=spec.get("drop_near_duplicates", False),
     )
-    _log_build(built, distance)
+    log_build(built, distance)
     where = write_reports(built, reports, reports_dir)  # first: they say why a run fails
-    problem = _too_few(built)
+    problem = too_few(built)
     if problem:
         raise DatasetError(f"{problem}. Why each file was not used: {where}")
     built.manifest.to_parquet(manifest, index=False)

@@ -249,19 +249,36 @@ def _csr(rows: np.ndarray, nrows: int) -> np.ndarray:
     return ptr
 
 
-def _relevant_pairs(igc, qgc, query_self, n_groups):
+def _relevant_pairs(igc, qgc, query_self, n_groups, members=None):
     """(rows, cols) of the relevant (query, index) pairs other than the query
-    itself, sorted by query then index position."""
+    itself, sorted by query then index position. ``members``: the (query,
+    group code) memberships of a problem whose queries may have several groups
+    (:func:`_group_codes`); None: query q has the one group ``qgc[q]``."""
     order = np.argsort(igc, kind="stable")
     size = np.bincount(igc, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
-    cnt = size[qgc]
-    rows = np.repeat(np.arange(len(qgc)), cnt)
+    mq, mg = (np.arange(len(qgc)), qgc) if members is None else members[:2]
+    cnt = size[mg]
+    rows = np.repeat(mq, cnt)
     first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    pos = np.repeat(start[qgc] - first, cnt) + np.arange(rows.size)
+    pos = np.repeat(start[mg] - first, cnt) + np.arange(rows.size)
     cols = order[pos].astype(np.int64)
     keep = cols != query_self[rows]
-    return rows[keep], cols[keep]
+    rows, cols = rows[keep], cols[keep]
+    if members is not None:  # a query's groups are disjoint runs of columns: merge them
+        by_query = np.lexsort((cols, rows))
+        rows, cols = rows[by_query], cols[by_query]
+    return rows, cols
+
+
+def _in_group(igc, qgc, members, n_groups: int, q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per pair (q[j], c[j]): whether index row c[j] is in a group of query q[j]."""
+    if members is None:
+        return igc[c] == qgc[q]
+    keys = members[2]
+    wanted = q.astype(np.int64) * n_groups + igc[c]
+    at = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
+    return (keys[at] == wanted) if keys.size else np.zeros(wanted.shape, dtype=bool)
 
 
 # --------------------------------------------------------------------------- the problem
@@ -277,7 +294,9 @@ class _Problem:
     n: int  # index rows
     nq: int  # queries
     igc: np.ndarray  # group code of each index row
-    qgc: np.ndarray  # group code of each query
+    qgc: np.ndarray  # group code of each query (-1: none or several, see members)
+    members: tuple | None  # memberships when a query may have several groups (_group_codes)
+    n_groups: int
     query_self: np.ndarray  # per query, its index position or -1
     has_self: np.ndarray  # per query, whether it is in the index
     rel_rows: np.ndarray  # relevant (query, index) pairs other than the query itself,
@@ -310,26 +329,66 @@ def _check_options(radii, beta: float, top_k: int) -> tuple[np.ndarray, int]:
     return radii, top_k
 
 
+def _several(label) -> bool:
+    return isinstance(label, tuple | list | set | frozenset)
+
+
 def _group_codes(index_groups, query_groups, n: int, nq: int):
-    """Integer codes of the group labels (one code space for index and queries)."""
+    """Integer codes of the group labels (one code space for index and queries):
+    (index codes, query codes, number of codes, memberships).
+
+    A query label may be a tuple (list, set) of labels: the query is in each of
+    those groups (``()``: in none, relevant to nothing). Then memberships is
+    (query positions, group codes), one entry per (query, group), in query
+    order, with their sorted keys (query × number of codes + group); a query
+    code is -1 unless the query has exactly one group. Else memberships is None
+    and every query has its one code (the fast path, unchanged)."""
     index_groups = np.asarray(index_groups)
-    query_groups = np.asarray(query_groups)
-    if index_groups.shape != (n,) or query_groups.shape != (nq,):
+    several = any(_several(g) for g in query_groups) if _object_like(query_groups) else False
+    if not several:
+        query_groups = np.asarray(query_groups)
+    if (
+        index_groups.shape != (n,)
+        or len(query_groups) != nq
+        or (not several and query_groups.shape != (nq,))
+    ):
         raise ValueError("one group label per index row and per query row")
-    codes, _ = pd.factorize(np.concatenate([index_groups, query_groups]).astype(object))
+    if not several:
+        codes, _ = pd.factorize(np.concatenate([index_groups, query_groups]).astype(object))
+        n_groups = int(codes.max()) + 1 if codes.size else 0
+        return codes[:n].astype(np.int64), codes[n:].astype(np.int64), n_groups, None
+    lists = [list(dict.fromkeys(g)) if _several(g) else [g] for g in query_groups]
+    counts = np.array([len(g) for g in lists], dtype=np.int64)
+    flat = np.empty(n + int(counts.sum()), dtype=object)
+    flat[:n] = index_groups
+    flat[n:] = [label for g in lists for label in g]
+    codes, _ = pd.factorize(flat)
     n_groups = int(codes.max()) + 1 if codes.size else 0
-    return codes[:n].astype(np.int64), codes[n:].astype(np.int64), n_groups
+    mq, mg = np.repeat(np.arange(nq), counts), codes[n:].astype(np.int64)
+    qgc = np.full(nq, -1, dtype=np.int64)
+    qgc[mq[counts[mq] == 1]] = mg[counts[mq] == 1]
+    keys = np.sort(mq * n_groups + mg)  # one int64 per (query, group), for _in_group
+    return codes[:n].astype(np.int64), qgc, n_groups, (mq, mg, keys)
 
 
-def _self_positions(query_self, n: int, igc: np.ndarray, qgc: np.ndarray) -> np.ndarray:
+def _object_like(labels) -> bool:
+    """Whether ``labels`` may hold tuples: pandas' type inference (compiled, about
+    5 ms per million labels) says "mixed" only for labels of several Python types,
+    so labels all strings or all numbers take the fast path without a Python scan."""
+    if isinstance(labels, np.ndarray) and labels.dtype != object:
+        return False
+    return pd.api.types.infer_dtype(labels, skipna=False) == "mixed"
+
+
+def _self_positions(query_self, n: int, igc, qgc, members=None, n_groups: int = 0) -> np.ndarray:
     nq = len(qgc)
     if query_self is None:
         return np.full(nq, -1, dtype=np.int64)
     query_self = np.asarray(query_self, dtype=np.int64)
     if query_self.shape != (nq,) or np.any(query_self >= n) or np.any(query_self < -1):
         raise ValueError("query_self must hold, per query, an index position or -1")
-    has_self = query_self >= 0
-    if np.any(igc[query_self[has_self]] != qgc[has_self]):
+    has_self = np.flatnonzero(query_self >= 0)
+    if not np.all(_in_group(igc, qgc, members, n_groups, has_self, query_self[has_self])):
         raise ValueError("a query and its own index row must have the same group")
     return query_self
 
@@ -339,10 +398,10 @@ def relevant_pairs(index_groups, query_groups, query_self=None) -> tuple[np.ndar
     query itself: (query rows, index columns), sorted by query then index
     position. The one definition of relevance that the sweep and every
     per-query report share."""
-    index_groups, query_groups = np.asarray(index_groups), np.asarray(query_groups)
     n, nq = len(index_groups), len(query_groups)
-    igc, qgc, n_groups = _group_codes(index_groups, query_groups, n, nq)
-    return _relevant_pairs(igc, qgc, _self_positions(query_self, n, igc, qgc), n_groups)
+    igc, qgc, n_groups, members = _group_codes(index_groups, query_groups, n, nq)
+    query_self = _self_positions(query_self, n, igc, qgc, members, n_groups)
+    return _relevant_pairs(igc, qgc, query_self, n_groups, members)
 
 
 def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -> _Problem:
@@ -351,9 +410,9 @@ def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -
     nq, n = qp.n, ip.n
     if nq == 0:
         raise ValueError("no queries")
-    igc, qgc, n_groups = _group_codes(index_groups, query_groups, n, nq)
-    query_self = _self_positions(query_self, n, igc, qgc)
-    rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups)
+    igc, qgc, n_groups, members = _group_codes(index_groups, query_groups, n, nq)
+    query_self = _self_positions(query_self, n, igc, qgc, members, n_groups)
+    rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups, members)
     rel_ptr = _csr(rel_rows, nq)
     has_self = query_self >= 0
     return _Problem(
@@ -363,6 +422,8 @@ def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -
         nq=nq,
         igc=igc,
         qgc=qgc,
+        members=members,
+        n_groups=n_groups,
         query_self=query_self,
         has_self=has_self,
         rel_rows=rel_rows,
@@ -820,7 +881,8 @@ class _TileAccumulator:
         q = np.concatenate(qs).astype(np.int64)
         c = np.concatenate(cs).astype(np.int64)
         v = np.concatenate(vs).astype(np.float64)
-        return _Candidates(q, c, v, p.igc[c] == p.qgc[q], c == p.query_self[q])
+        rel = _in_group(p.igc, p.qgc, p.members, p.n_groups, q, c)
+        return _Candidates(q, c, v, rel, c == p.query_self[q])
 
     def _nearest_beyond_grid(self, t: _Tile, r: int, low_limit: float):
         """Candidates of a query whose k-th nearest lies beyond the grid: its k

@@ -16,7 +16,11 @@ Protocols (design.md, "The paper's definitions"):
   precision 0 as soon as they retrieve anything);
 - ``single-{variant}`` (paper §5.3.1, §6.6): index = the N base images; queries
   = the N images of that variant, one relevant image each (for ``original``
-  the base images themselves, each in the index).
+  the base images themselves, each in the index);
+- ``queries`` (a pairs data set, ISC2021's protocol): index = the base images
+  (its references); queries = its queries (role ``query``), each relevant to
+  the references its ground truth lists, possibly several or none
+  (``catalog.group_labels``).
 """
 
 from __future__ import annotations
@@ -26,19 +30,22 @@ import math
 import numpy as np
 import pandas as pd
 
+from risbench import catalog as catalogs
 from risbench import metrics
 
-PROTOCOLS = ("all", "distractors", "single-{variant}")
+PROTOCOLS = ("all", "distractors", "single-{variant}", "queries")
 INDEXED_ROLES = ("base", "modified")
 
 
 def parse(protocol: str) -> tuple[str, str | None]:
     """``all`` → ("all", None); ``single-blur`` → ("single", "blur")."""
-    if protocol in ("all", "distractors"):
+    if protocol in ("all", "distractors", "queries"):
         return protocol, None
     if protocol.startswith("single-") and len(protocol) > len("single-"):
         return "single", protocol[len("single-") :]
-    raise ValueError(f"unknown protocol {protocol!r}: one of all, distractors, single-<variant>")
+    raise ValueError(
+        f"unknown protocol {protocol!r}: one of all, distractors, queries, single-<variant>"
+    )
 
 
 def select(catalog: pd.DataFrame, protocol: str) -> dict:
@@ -61,6 +68,12 @@ def select(catalog: pd.DataFrame, protocol: str) -> dict:
             extra = np.flatnonzero(role == "distractor")
             queries = np.concatenate([index, extra])
             query_self = np.concatenate([query_self, np.full(extra.size, -1)])
+    elif kind == "queries":
+        index = np.flatnonzero(role == "base")
+        queries = np.flatnonzero(role == catalogs.QUERY_ROLE)
+        if queries.size == 0:
+            raise ValueError("protocol queries: the catalog has no queries (a pairs data set's)")
+        query_self = np.full(queries.size, -1)
     else:
         index = np.flatnonzero(role == "base")
         if variant == "original":
@@ -157,7 +170,7 @@ def sweep_inputs(
         "index": index,
         "index_groups": groups[chosen["index"]],
         "queries": queries,
-        "query_groups": groups[chosen["queries"]],
+        "query_groups": catalogs.group_labels(groups[chosen["queries"]]),
         "radii": _grid(distance, index, queries, bits, radius_step, radius_max),
         "bits": bits,
         "query_self": chosen["query_self"],

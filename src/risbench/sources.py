@@ -278,3 +278,184 @@ def find_mirflickr(unpacked: str | Path, extensions=DEFAULT_EXTENSIONS) -> Found
     """im1.jpg ... im25000.jpg of an unpacked MIRFLICKR-25k archive; its meta/ folder and
     text files are listed as unused."""
     return find_folder(mirflickr_folder(unpacked), extensions, recursive=False)
+
+
+# ------------------------------------------------------------- data sets laid out by the user
+# Two layouts (design.md, "Bring your own data set"); cheap to check at parse time (file
+# listings and a CSV, nothing decoded).
+# - variants: DIR/originals/ plus one folder per modification, files named by the stem of
+#   their original (originals/x.jpg, rotate/x.jpg, mycrop/x.png);
+# - pairs: a references folder, a queries folder and a ground-truth CSV (ISC2021/DISC21).
+
+ORIGINALS = "originals"
+QUERIES = "queries"  # the variant (and protocol) of a pairs data set's queries
+GROUND_TRUTH_COLUMNS = ("query_id", "reference_id")
+
+
+class LayoutError(ValueError):
+    """A variants or pairs data set laid out wrongly; the message names the file (and line)."""
+
+
+def find_flat(folder: str | Path, extensions=DEFAULT_EXTENSIONS) -> Found:
+    """The images directly in ``folder`` (not below), each with its stem as id (made safe
+    by ``make_id``); raises LayoutError when two files have the same id (``x.jpg`` and
+    ``x.png``): ids name the images across folders, so each must name one file."""
+    found = find_folder(folder, extensions, recursive=False)
+    by_id = {make_id((s.path.name,)): s for s in found.sources}
+    for source in found.sources:
+        first = by_id[make_id((source.path.name,))]
+        if first is not source:
+            raise LayoutError(
+                f"{display_path(source.path)} and {display_path(first.path)}: two files with "
+                f"the id '{make_id((source.path.name,))}' (ids are file stems); rename one"
+            )
+    return found
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def variant_folders(folder: str | Path) -> list[str]:
+    """The variant names of a variants data set: its folders other than ``originals`` and
+    hidden ones (``.name``), sorted; empty when ``folder`` cannot be listed. One listing."""
+    try:
+        with os.scandir(folder) as listing:
+            names = [e.name for e in listing if e.is_dir() and not _hidden(e.name)]
+    except OSError:
+        return []
+    return sorted(n for n in names if n != ORIGINALS)
+
+
+@dataclass
+class VariantsLayout:
+    originals: Found
+    variants: dict[str, Found]  # variant name -> its files, ids = the originals' ids
+
+
+def find_variants(folder: str | Path, extensions=DEFAULT_EXTENSIONS) -> VariantsLayout:
+    """The files of a variants data set (``find_flat`` per folder). Raises LayoutError for
+    no ``originals/`` folder, no variant folder, or a variant file whose stem names no
+    original. An original missing from a variant folder is no error here: the dataset
+    job drops that base and reports it."""
+    folder = Path(folder)
+    if not (folder / ORIGINALS).is_dir():
+        raise LayoutError(f"{display_path(folder)}: no '{ORIGINALS}' folder")
+    names = variant_folders(folder)
+    if not names:
+        raise LayoutError(
+            f"{display_path(folder)}: no variant folder beside '{ORIGINALS}' "
+            "(for a folder of originals alone use dataset.source: folder)"
+        )
+    originals = find_flat(folder / ORIGINALS, extensions)
+    ids = {s.image_id for s in originals.sources}
+    variants = {}
+    for name in names:
+        variants[name] = find_flat(folder / name, extensions)
+        for source in variants[name].sources:
+            if source.image_id not in ids:
+                raise LayoutError(
+                    f"{display_path(source.path)}: no file in "
+                    f"{display_path(folder / ORIGINALS)} has the stem '{source.image_id}'"
+                )
+    return VariantsLayout(originals, variants)
+
+
+@dataclass
+class GroundTruth:
+    """A ground-truth CSV: per query id, its reference ids (``[]``: it matches nothing),
+    and the line of each (query, reference) row, for errors."""
+
+    path: str
+    references: dict[str, list[str]]
+    lines: dict[tuple[str, str], int]
+
+
+def read_ground_truth(path: str | Path) -> GroundTruth:
+    """``query_id,reference_id`` rows (header required; other columns ignored; an empty
+    reference_id: the query matches nothing; several rows: several references). Raises
+    LayoutError naming the file and line for a missing column, an empty query_id, a
+    repeated row, or a query listed both with and without references."""
+    import csv
+
+    shown = display_path(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise LayoutError(f"{shown}: cannot read the ground truth: {error}") from None
+    header = [name.strip() for name in rows[0]] if rows else []
+    missing = [c for c in GROUND_TRUTH_COLUMNS if c not in header]
+    if missing:
+        raise LayoutError(
+            f"{shown}, line 1: the header lacks column(s) {', '.join(missing)} "
+            f"(a ground-truth CSV starts with the line {','.join(GROUND_TRUTH_COLUMNS)})"
+        )
+    qi, ri = (header.index(c) for c in GROUND_TRUTH_COLUMNS)
+    truth = GroundTruth(shown, {}, {})
+    for line, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise LayoutError(
+                f"{shown}, line {line}: {len(row)} fields, the header has {len(header)}"
+            )
+        _add_truth_row(truth, line, row[qi].strip(), row[ri].strip())
+    return truth
+
+
+def _add_truth_row(truth: GroundTruth, line: int, query: str, reference: str) -> None:
+    where = f"{truth.path}, line {line}"
+    if not query:
+        raise LayoutError(f"{where}: empty query_id")
+    if (query, reference) in truth.lines:
+        raise LayoutError(f"{where}: repeats line {truth.lines[query, reference]}")
+    listed = truth.references.setdefault(query, [])
+    if (not reference and listed) or (reference and (query, "") in truth.lines):
+        other = truth.lines[query, listed[0] if listed else ""]
+        raise LayoutError(
+            f"{where}: query '{query}' has no reference here and one at line {other} "
+            "(an empty reference_id means it matches nothing)"
+            if not reference
+            else f"{where}: query '{query}' has a reference here and none at line {other}"
+        )
+    truth.lines[query, reference] = line
+    if reference:
+        listed.append(reference)
+
+
+@dataclass
+class PairsLayout:
+    references: Found
+    queries: Found
+    truth: GroundTruth
+
+
+def find_pairs(
+    references: str | Path,
+    queries: str | Path,
+    ground_truth: str | Path,
+    extensions=DEFAULT_EXTENSIONS,
+) -> PairsLayout:
+    """The files and ground truth of a pairs data set. Raises LayoutError for an empty
+    folder, or a ground-truth id that names no file (file and line). Queries the ground
+    truth does not list are no error: the dataset job leaves them out and reports them."""
+    found = {}
+    for key, folder in (("references", references), ("queries", queries)):
+        found[key] = find_flat(folder, extensions)
+        if not found[key].sources:
+            raise LayoutError(
+                f"dataset.{key}: {display_path(folder)} holds no image file with the "
+                "configured extensions"
+            )
+    truth = read_ground_truth(ground_truth)
+    ids = {key: {s.image_id for s in f.sources} for key, f in found.items()}
+    for (query, reference), line in truth.lines.items():
+        for key, image_id in (("queries", query), ("references", reference)):
+            if image_id and image_id not in ids[key]:
+                folder = references if key == "references" else queries
+                raise LayoutError(
+                    f"{truth.path}, line {line}: '{image_id}' names no file in "
+                    f"{display_path(folder)} (dataset.{key}; ids are file stems)"
+                )
+    return PairsLayout(found["references"], found["queries"], truth)

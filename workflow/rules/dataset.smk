@@ -6,6 +6,11 @@ MIRFLICKR_DIR = "results/download/mirflickr25k"
 # Copies of the dataset reports in the log folder: Snakemake deletes the outputs of
 # a failed job (results/dataset/*.csv), never its logs, and these say why it failed.
 DATASET_REPORTS = "logs/dataset"
+# Variants a data set brings (source variants: its folders beside originals/; source
+# pairs: its queries): the dataset job writes their folders and lists, byte-exact
+# copies of the user's files; no modify job makes them.
+DATASET_VARIANTS = risbench_config.dataset_variants(config)
+VARIANTS_ROOT = "results/images"
 
 
 rule download_mirflickr:
@@ -37,8 +42,14 @@ rule download_mirflickr:
 
 rule dataset:
     input:
-        code=code("dataset", "catalog"),
+        code=code("dataset", "layouts", "catalog"),
         unpacked=[MIRFLICKR_DIR] if config["dataset"]["source"] == "mirflickr" else [],
+        # a pairs data set's ground truth: editing it reruns the dataset job
+        truth=(
+            [config["dataset"]["ground_truth"]]
+            if config["dataset"]["source"] == "pairs"
+            else []
+        ),
     output:
         manifest="results/dataset/manifest.parquet",
         list=variant_list("original"),
@@ -46,6 +57,8 @@ rule dataset:
         skipped="results/dataset/skipped.csv",
         duplicates="results/dataset/duplicates.csv",
         near_duplicates="results/dataset/near_duplicates.csv",
+        own_lists=[variant_list(v) for v in DATASET_VARIANTS],
+        own_images=[directory(f"{VARIANTS_ROOT}/{v}") for v in DATASET_VARIANTS],
     log:
         main="logs/dataset.log",
         skipped=f"{DATASET_REPORTS}/skipped.csv",
@@ -62,12 +75,13 @@ rule dataset:
         spec=json.dumps(config["dataset"], sort_keys=True),
         source_dir=MIRFLICKR_DIR,
         reports_dir=DATASET_REPORTS,
+        variants_root=f"--variants-root {VARIANTS_ROOT}" if DATASET_VARIANTS else "",
     shell:
         "risbench dataset --spec {params.spec:q} --images-dir {output.images}"
         " --manifest {output.manifest} --list {output.list}"
         " --skipped {output.skipped} --duplicates {output.duplicates}"
         " --near-duplicates {output.near_duplicates} --source-dir {params.source_dir}"
-        " --reports-dir {params.reports_dir:q} 2> {log.main:q}"
+        " --reports-dir {params.reports_dir:q} {params.variants_root} 2> {log.main:q}"
 
 
 rule catalog:

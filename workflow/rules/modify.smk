@@ -1,3 +1,7 @@
+# Only the variants risbench makes: a data set's own variants come from the dataset job.
+MADE_VARIANTS = risbench_config.made_variants(config)
+
+
 rule modify:
     input:
         originals=variant_list("original"),
@@ -10,7 +14,7 @@ rule modify:
     benchmark:
         "results/timings/modify/{variant}.tsv"
     wildcard_constraints:
-        variant=alternation(MODIFIED),
+        variant=alternation(MADE_VARIANTS),
     conda:
         "../envs/risbench.yaml"
     resources:

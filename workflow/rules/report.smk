@@ -8,7 +8,7 @@ report: "../report/workflow.rst"
 
 # The Snakemake `benchmark:` file of every job the summary covers.
 TIMING_FILES = [rules.dataset.benchmark] + expand(
-    rules.modify.benchmark, variant=MODIFIED
+    rules.modify.benchmark, variant=MADE_VARIANTS
 )
 if HASHES:
     TIMING_FILES += expand(rules.hash.benchmark, variant=VARIANTS)

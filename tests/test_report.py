@@ -916,8 +916,12 @@ def test_cells_rounded_by_what_each_column_holds():
             "wall_seconds": [3.456, 79.64],
             "peak_rss_mb": [512.4, 1033.6],
             "rotate-2": [0.12345, None],  # a Table 4 variant: an F1
+            "queries_with_relevant": [37026.0, 2.5],  # no rule: whole numbers stay whole
         }
     )
+    cells = htmltable.format_cells(table.drop(columns="rotate-2"), steps=pd.Series([1 / 64, 0.25]))
+    assert cells.text["queries_with_relevant"].tolist() == ["37026", "2.5"]
+    table = table.drop(columns="queries_with_relevant")
     cells = htmltable.format_cells(table, default="score", steps=pd.Series([1 / 64, 0.25]))
     assert cells.text.values.tolist() == [
         ["dct", "0.281", "0.988", "1980", "3.46", "512", "0.123"],

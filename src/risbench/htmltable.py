@@ -14,8 +14,8 @@ are F1 values):
   (:func:`step_decimals`: step 1/64 → 3, step 0.25 → 2, step 0.001 → 3);
   4 significant digits where the step is not known;
 - ``seconds``: 2 decimals under 10 s, 1 above; ``megabytes``: whole MB;
-- ``integer`` (counts, sizes): as is; ``number``: 4 significant digits;
-  ``text``: as is.
+- ``integer`` (counts, sizes): as is; ``number``: 4 significant digits, a
+  whole number as is (37026, not 3.703e+04); ``text``: as is.
 
 A missing value is ``—``, followed by a footnote mark when the caller gives
 the reason (``notes``); the footnotes are listed under the table, numbered in
@@ -90,7 +90,7 @@ def format_value(value, kind: str, decimals: int | None = None) -> str:
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     if kind == "megabytes":
         return f"{value:.0f}"
-    if kind == "integer" and value.is_integer():
+    if value.is_integer() and abs(value) < 1e15:  # a count, whatever its column
         return str(int(value))
     return f"{value:.{SIGNIFICANT}g}"
 

@@ -13,8 +13,8 @@ random projection (locality-sensitive hashing), so near-duplicates have near cod
 For each case the best radius comes from the exact sweep (``metrics.sweep``, best
 mean F1); the sweep's own retrieved-pair count at that radius is printed next to the
 exact pair count the recall is measured against (they must agree). Then one row per
-index: recall of the exact in-radius pairs, range-search queries per second, build
-seconds and serialized size. Prints a Markdown table.
+index: recall of the exact in-radius pairs, range-search queries per second (the
+fastest of 3 runs), build seconds and serialized size. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def run_case(name, index, groups, queries, query_groups, distance, bits=None) ->
         f"{name}: best radius {best['radius']:.6g} (F1 {best['f1']:.3f}), sweep retrieved "
         f"{swept} pairs, swept in {time.perf_counter() - started:.1f} s"
     )
-    rows = search.measure(index, queries, distance, best["radius"], bits=bits, device="auto")
+    rows = search.measure(
+        index, queries, distance, best["radius"], bits=bits, device="auto", repeats=3
+    )
     if rows[0]["exact_pairs"] != swept:
         raise SystemExit(f"{name}: exact pairs {rows[0]['exact_pairs']} != sweep {swept}")
     return [{"data": name, **row} for row in rows]

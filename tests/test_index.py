@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from risbench import cli, distance, hashing, imageindex, modify
+from risbench import cli, distance, hashing, imageindex, metrics, modify
 from risbench.results import BenchmarkStats, RunIndex
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "images"
@@ -67,6 +67,14 @@ def test_hash_index_finds_what_the_brute_force_sweep_finds(photos, tmp_path, cap
         assert [(dist_, image) for image, dist_ in answers[query]] == expected
         original = str(GOLDEN / Path(query).with_suffix(".png").name)
         found_originals += original in [image for image, _ in answers[query]]
+    # the benchmark's sweep at this radius, each copy relevant to its original only
+    groups = [everything.index(str(GOLDEN / Path(q).with_suffix(".png").name)) for q in queries]
+    index_codes, query_codes = codes[: len(everything)], codes[len(everything) :]
+    swept = metrics.sweep(
+        index_codes, np.arange(len(everything)), query_codes, groups, "hamming", [radius], bits=64
+    )
+    assert found_originals == swept.tp[0]
+    assert sum(len(a) for a in answers.values()) == swept.tp[0] + swept.fp[0]
     assert found_originals >= 20  # most of the 40 copies find their original at this radius
 
 

@@ -917,6 +917,7 @@ def test_cells_rounded_by_what_each_column_holds():
             "peak_rss_mb": [512.4, 1033.6],
             "rotate-2": [0.12345, None],  # a Table 4 variant: an F1
             "queries_with_relevant": [37026.0, 2.5],  # no rule: whole numbers stay whole
+            "same_ranking_as": ["angular", ""],  # an empty text is not a missing value
         }
     )
     cells = htmltable.format_cells(table.drop(columns="rotate-2"), steps=pd.Series([1 / 64, 0.25]))
@@ -924,8 +925,8 @@ def test_cells_rounded_by_what_each_column_holds():
     table = table.drop(columns="queries_with_relevant")
     cells = htmltable.format_cells(table, default="score", steps=pd.Series([1 / 64, 0.25]))
     assert cells.text.values.tolist() == [
-        ["dct", "0.281", "0.988", "1980", "3.46", "512", "0.123"],
-        ["cnn", "17.75", "0.500", "3", "79.6", "1034", "—"],
+        ["dct", "0.281", "0.988", "1980", "3.46", "512", "0.123", "angular"],
+        ["cnn", "17.75", "0.500", "3", "79.6", "1034", "—", ""],
     ]
     assert cells.sort["radius"].tolist() == ["0.28125", "17.75"]  # sorted unrounded
     assert cells.sort["rotate-2"].tolist() == ["0.12345", ""]

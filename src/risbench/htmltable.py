@@ -74,10 +74,15 @@ def step_decimals(step: float | None) -> int | None:
     return decimals if written.strip("0.") else MAX_DECIMALS  # a step below 10^-6
 
 
+def _missing(value) -> bool:
+    """None, NaN or NA (an empty text is a value: Table 3's ``same_ranking_as``)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
 def format_value(value, kind: str, decimals: int | None = None) -> str:
     """One value as text; ``decimals`` is the row's for a ``distance`` value.
     A missing value (None, NaN, NA) is an empty string (the caller marks it)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+    if _missing(value):
         return ""
     if kind == "text" or isinstance(value, str | bool):
         return str(value)
@@ -130,15 +135,13 @@ def format_cells(
         kind = column_kind(str(column), default) if is_numeric else "text"
         numeric.append(is_numeric)
         text[column] = [format_value(v, kind, decimals[i]) for i, v in enumerate(values)]
-        sort[column] = [
-            "" if t == "" else str(v) for t, v in zip(text[column], values, strict=True)
-        ]
+        sort[column] = ["" if _missing(v) else str(v) for v in values]
     text = pd.DataFrame(text, columns=table.columns)
     # Missing values marked in reading order, so the footnotes are numbered as read.
     footnotes: list[str] = []
     for position in range(len(table)):
         for k, column in enumerate(table.columns):
-            if text.iat[position, k] == "":
+            if _missing(table[column].iloc[position]):
                 note = None if notes is None else notes[column].iloc[position]
                 text.iat[position, k] = MISSING + _mark(note, footnotes)
     return Cells(text, pd.DataFrame(sort, columns=table.columns), numeric, footnotes)

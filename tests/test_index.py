@@ -299,3 +299,18 @@ def test_other_bad_requests(photos, small_index, tmp_path, capsys):
     for argv, message in cases:
         code, _, err = run(argv, capsys)
         assert code == 1 and message in err, (argv, err)
+
+
+def test_descriptor_names_resolve_against_built_in_or_config_models():
+    assert imageindex.resolve("colorhash") == imageindex.Descriptor("colorhash", "binary", 42)
+    assert imageindex.resolve("rv").kind == "rv"
+    cnn = imageindex.resolve("efficientnet_lite0_features_avg")
+    assert (cnn.kind, cnn.model) == ("float", "efficientnet_lite0")
+    models = {"mynet": {"source": "torchvision", "arch": "mobilenet_v2", "weights": "offline",
+                        "layers": ["features"], "pooling": ["avg"]}}  # fmt: skip
+    mine = imageindex.resolve("mynet_features_avg", models)
+    assert (mine.model, mine.spec) == ("mynet", models["mynet"])
+    with pytest.raises(ValueError, match="unknown descriptor 'mynet_features_avg'"):
+        imageindex.resolve("mynet_features_avg")
+    with pytest.raises(ValueError, match="unknown descriptor 'mobilenet_v2_features_max'"):
+        imageindex.resolve("mobilenet_v2_features_max", models)  # only the config's models

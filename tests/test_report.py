@@ -5,6 +5,7 @@ six modifications, a rotation sweep and a composition) for the figures."""
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from risbench.results import (
     summary_outputs,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "images"
 
 
@@ -1114,3 +1116,17 @@ def test_failures_table_from_the_fabricated_outcomes(fabricated):
     assert not table.empty and (table["missed"] >= 1).all()
     assert (table.groupby(["descriptor", "variant"]).size() <= failures.TOP).all()
     assert set(table.protocol) <= {f"single-{v}" for v in fabricated["variants"][1:]}
+
+
+def test_l2_normalized_of_the_default_config_imports_nothing_heavy():
+    """The workflow asks while it parses (every cluster job parses it again)."""
+    code = (
+        "import sys, yaml\n"
+        "from risbench import ranking\n"
+        f"config = yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r}))\n"
+        "names = ranking.l2_normalized(config)\n"
+        "heavy = ('torch', 'timm', 'zarr', 'pandas', 'numpy', 'matplotlib')\n"
+        "print(len(names), sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(maxsplit=1) == ["4", "[]\n"]  # 2 models × 2 poolings, l2

@@ -381,6 +381,21 @@ def test_sweep_with_several_groups_matches_brute_force(seed):
     d = dist.pairwise(queries, index, "euclidean", device="cpu").astype(np.float64)
     ref, counts = brute_force_sets(d, list(ig), [set(s) for s in sets], radii)
     assert_matches(result, ref | {"fbeta": result.fbeta}, counts)
+    # ranked metrics: each query's nearest images, relevant = in one of its groups
+    got = result.ranked()
+    nrel = [sum(g in set(s) for g in ig) for s in sets]
+    k = max(10, *nrel)
+    hits_at_1, aps = [], []
+    for q in range(nq):
+        order = sorted(range(n), key=lambda i: (d[q, i], ig[i] in sets[q], i))[:k]
+        rel = [ig[i] in sets[q] for i in order]
+        if nrel[q]:
+            hits_at_1.append(rel[0])
+            prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
+            aps.append(float((prec * rel).sum()) / min(nrel[q], k))
+    assert got["top_k"] == k and got["queries_with_relevant"] == len(aps)
+    assert got["recall_at_1"] == pytest.approx(np.mean(hits_at_1), abs=1e-12)
+    assert got["map_at_k"] == pytest.approx(np.mean(aps), abs=1e-12)
     # a query with one group in a tuple scores as the plain label does
     single = [s[0] if len(s) == 1 else s for s in copy.deepcopy(sets)]
     again = metrics.sweep(index, ig, queries, single, "euclidean", radii, device="cpu", tile_rows=4)

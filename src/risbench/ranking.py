@@ -7,9 +7,10 @@ Known from the config, never from the numbers (docs/design.md, "Same ranking"):
   similarity; a zero row has similarity 0 with anything in both).
 - ``euclidean`` joins them for an L2-normalised descriptor (model option
   ``normalize: l2``): for unit rows |a − b|² = 2 − 2 cos θ = 2 · cosine, so
-  the Euclidean distance is √(2 · cosine), increasing too. The one exception
-  is an all-zero feature row, which normalisation leaves at zero: it is at
-  Euclidean distance 1 from every unit row, where √(2 · cosine) says √2.
+  the Euclidean distance is √(2 · cosine), increasing too. The exceptions:
+  an all-zero feature row, which normalisation leaves at zero, is at
+  Euclidean distance 1 from every unit row where √(2 · cosine) says √2; and
+  float32 rounding can order near-ties differently.
 
 An increasing function keeps every ranking, so every ranked metric agrees;
 the radius metrics agree up to each distance's own radius grid.

@@ -247,12 +247,18 @@ def test_run_index_read_names_the_file_and_the_key(tmp_path):
 
 TABLE_FILES = [
     f"results/tables/{name}.{ext}"
-    for name in ("table3_all", "table4_single", "distances", "ranked", "timing")
+    for name in ("table3_all", "table4_single", "distances", "ranked", "timing", "bytes_f1")
     for ext in ("csv", "md", "html")
 ]
 FIGURE_FILES = [
     f"results/figures/{name}.png"
-    for name in ("prf_radius", "f1_by_modification", "distance_histograms", "examples")
+    for name in (
+        "prf_radius",
+        "f1_by_modification",
+        "distance_histograms",
+        "examples",
+        "bytes_f1",
+    )
 ]
 
 

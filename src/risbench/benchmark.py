@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from risbench import catalog, protocols, results, screening, store
+from risbench import split as training_split
 from risbench.jobtime import compute
 
 log = logging.getLogger("risbench")
@@ -81,6 +82,8 @@ def run(
 
 def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
     images, matrices, attrs = load(lists, stores, descriptor, bases)
+    # compress configured: no descriptor is benchmarked on the codes' training groups
+    images, matrices = training_split.leave_out(images, matrices, spec.get("training_split"))
     radius = spec.get("radius", {}).get(distance) or {}
     swept = protocols.run_many(
         images,

@@ -187,6 +187,27 @@ def cmd_extract(args) -> None:
     log.info("%s: %d images -> %d stores", args.model, len(images), len(outputs))
 
 
+def cmd_compress(args) -> None:
+    from risbench import compress
+
+    outputs: dict[str, dict[str, str]] = {}
+    for key, path in _pairs(args.output, "--output").items():
+        name, sep, variant = key.partition("/")
+        if not sep:
+            raise SystemExit(f"--output: expected NAME/VARIANT=PATH, got '{key}={path}'")
+        outputs.setdefault(name, {})[variant] = path
+    try:
+        compress.run(
+            args.source,
+            _pairs(args.list, "--list"),
+            _pairs(args.store, "--store"),
+            outputs,
+            json.loads(args.spec),
+        )
+    except ValueError as error:
+        raise SystemExit(f"compress: {error}") from None
+
+
 def cmd_benchmark(args) -> None:
     from risbench import benchmark
 
@@ -365,6 +386,14 @@ def _extract_args(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
 
 
+def _compress_args(p) -> None:
+    p.add_argument("--source", required=True, help="the float descriptor to learn codes from")
+    p.add_argument("--spec", required=True, help="JSON: methods (NAME: SPEC), split, pq_nbits")
+    p.add_argument("--list", action="append", default=[], help="VARIANT=PATH, repeated")
+    p.add_argument("--store", action="append", default=[], help="VARIANT=PATH of the source")
+    p.add_argument("--output", action="append", default=[], help="NAME/VARIANT=PATH, repeated")
+
+
 def _benchmark_args(p) -> None:
     p.add_argument("--descriptor", required=True, help="the descriptor its stores must hold")
     p.add_argument("--distance", required=True, help="the distance to sweep")
@@ -437,6 +466,7 @@ WORKFLOW_STEPS = {
     "catalog": ("join the variant lists into images.parquet", _catalog_args, cmd_catalog),
     "hash-store": ("every configured hash of one variant", _hash_store_args, cmd_hash_store),
     "extract": ("CNN features of one variant, one pass a model", _extract_args, cmd_extract),
+    "compress": ("compact codes of a float descriptor, fit once", _compress_args, cmd_compress),
     "benchmark": ("radius sweeps of a descriptor and distance", _benchmark_args, cmd_benchmark),
     "screen": ("staged screening (paper 6.4)", _screen_args, None),
     "summarize": ("paper tables and figures", _summarize_args, cmd_summarize),

@@ -72,7 +72,26 @@ def descriptors(config: dict) -> dict[str, dict]:
     for model_key, spec in (config.get("models") or {}).items():
         for name in model_descriptors(model_key, spec):
             table[name] = {"kind": "float", "origin": model_key}
+    table.update(compact_descriptors(config))
     return table
+
+
+def compact_descriptors(config: dict) -> dict[str, dict]:
+    """The codes of ``compress``: name -> {kind, origin "compress", source}."""
+    from risbench import compress
+
+    return {
+        name: {"kind": info["kind"], "origin": "compress", "source": info["source"]}
+        for name, info in compress.compact_descriptors(config).items()
+    }
+
+
+def training_split(config: dict) -> dict | None:
+    """The training split of ``compress`` (share, seed, distractors) when any
+    code is configured, else None: then every benchmark leaves it out."""
+    from risbench import compress
+
+    return dict(config["compress"]["split"]) if compress.sources(config) else None
 
 
 def model_descriptors(model_key: str, spec: dict) -> list[str]:
@@ -130,6 +149,7 @@ def check(config: dict) -> None:
     _check_distances(config)
     _check_dataset(config["dataset"])  # first: the variant names come from its folders
     _check_dataset_variants(config)
+    _check_compress(config)
     _check_names(config)
     _check_radii(config["benchmark"]["radius"])
 
@@ -190,6 +210,79 @@ def _check_distances(config: dict) -> None:
                 raise ConfigError(
                     f"distances.{kind}: '{name}' is not a distance for {kind} descriptors; "
                     f"valid: {', '.join(DISTANCES_BY_KIND[kind])}"
+                )
+
+
+def _check_compress(config: dict) -> None:
+    """Every ``compress`` entry: a float descriptor of this config, known
+    methods and sizes, and (expected) enough training vectors."""
+    from risbench import compress
+
+    nbits = config["compress"]["pq_nbits"]
+    for source, specs in compress.sources(config).items():
+        for i, spec in enumerate(specs):
+            try:
+                method, size = compress.parse_spec(spec)
+                if method == "pq":
+                    compress.pq_sub_quantizers(size, nbits)
+            except ValueError as error:
+                raise ConfigError(f"compress.{source}[{i}]: {error}") from None
+    plain = {n: i for n, i in descriptors(config).items() if i["origin"] != "compress"}
+    for source in compress.sources(config):
+        if plain.get(source, {}).get("kind") != "float":
+            floats = [n for n, i in plain.items() if i["kind"] == "float"]
+            raise ConfigError(
+                f"compress.{source}: not a float descriptor of this config; "
+                f"float descriptors: {', '.join(floats) or 'none (configure models)'}"
+            )
+    _check_training_size(config)
+
+
+def _predicted_bases(config: dict) -> list[str] | None:
+    """The base image ids the dataset job will choose, as far as the config tells
+    (demo and folder sources, no image skipped); None when it cannot tell."""
+    from risbench import dataset, sources
+
+    spec = config["dataset"]
+    if spec["source"] == "demo":
+        found = sources.demo_sources()
+    elif spec["source"] == "folder":
+        found = sources.find_folder(spec["folder"], spec["extensions"], spec["recursive"]).sources
+    else:
+        return None
+    ids = [source.image_id for source in found]
+    try:
+        roles = dataset.split_roles(
+            ids, spec.get("bases"), spec["distractors"], sample=spec["sample"], seed=spec["seed"]
+        )
+    except ValueError:
+        return None  # _check_dataset names the problem
+    return [image_id for image_id, role in zip(ids, roles, strict=True) if role == "base"]
+
+
+def _check_training_size(config: dict) -> None:
+    """The split's training vectors, predicted from the image ids the dataset
+    job will choose, suffice for every method (the job checks the real count)."""
+    from risbench import compress, split
+
+    bases = _predicted_bases(config)
+    if bases is None:
+        return
+    chosen, nbits = config["compress"]["split"], config["compress"]["pq_nbits"]
+    held = len(split.held_out_groups(bases, chosen))
+    distractors = config["dataset"]["distractors"] if chosen["distractors"] else 0
+    training = distractors + held * len(variants(config))
+    for source, specs in compress.sources(config).items():
+        for i, spec in enumerate(specs):
+            needed = compress.min_training(*compress.parse_spec(spec), nbits)
+            if training < needed:
+                raise ConfigError(
+                    f"compress.{source}[{i}] = {spec}: needs {needed} training vectors; "
+                    f"compress.split (share {chosen['share']}, seed {chosen['seed']}) holds "
+                    f"out {held} of {len(bases)} base groups: {held} x "
+                    f"{len(variants(config))} variants + {distractors} distractors = "
+                    f"{training}. Raise the share, try another seed, add images or "
+                    "choose a smaller size"
                 )
 
 

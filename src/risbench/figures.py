@@ -377,3 +377,54 @@ def examples_figure(images: pd.DataFrame, max_side: int = 480):
 def save_figure(figure, path: Path) -> None:
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
+
+
+FAMILY_MARKERS = {"hash": "s", "features": "o", "compact": "^"}
+
+
+def bytes_f1_figure(table: pd.DataFrame):
+    """Best F1 (protocol all) against bytes per image (log x), one marker shape a
+    family (hashes, CNN features, compact codes), the Pareto front as a step line
+    through its points, each labelled."""
+    title = "Best F1 against bytes per image (protocol all)"
+    if table.empty:
+        return message_figure(title, "no benchmark of protocol all")
+    with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
+        figure, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+        palette = sns.color_palette("deep", len(FAMILY_MARKERS))
+        for (family, marker), color in zip(FAMILY_MARKERS.items(), palette, strict=True):
+            rows = table[table["family"] == family]
+            if not rows.empty:
+                ax.scatter(
+                    rows["bytes_per_image"],
+                    rows["f1"],
+                    marker=marker,
+                    color=color,
+                    s=36,
+                    alpha=0.8,
+                    label=family,
+                )
+        front = table[table["pareto"]].sort_values("bytes_per_image")
+        ax.step(
+            front["bytes_per_image"],
+            front["f1"],
+            where="post",
+            color="0.2",
+            linewidth=1,
+            linestyle="--",
+            label="Pareto front",
+        )
+        for row in front.itertuples():
+            ax.annotate(
+                f"{row.descriptor} ({row.distance})",
+                (row.bytes_per_image, row.f1),
+                xytext=(4, -10),
+                textcoords="offset points",
+                fontsize=6,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("bytes per image (log scale)")
+        ax.set_ylabel("best F1")
+        ax.legend(loc="lower right", frameon=False)
+        ax.set_title(title)
+    return figure

@@ -473,6 +473,7 @@ def summary_tables(
         "distances": distance_table(results, main_protocol(results)),
         "ranked": ranked_table(results),
         "timing": timing_table(timings),
+        "bytes_f1": bytes_f1_table(results),
     }
     return {name: tables[name] for name in TABLES}
 
@@ -489,6 +490,7 @@ def summary_figures(results, table4_single, catalog=None, robustness=False) -> d
         "f1_by_modification": lambda: figures.modification_bars_figure(table4_single),
         "distance_histograms": lambda: figures.distance_histogram_figure(results, protocol),
         "examples": lambda: figures.examples_figure(catalog),
+        "bytes_f1": lambda: figures.bytes_f1_figure(bytes_f1_table(results)),
     }
     names = [name for name in FIGURES if catalog is not None or name != "examples"]
     if robustness:
@@ -531,3 +533,73 @@ def summarize(
         results, tables["table4_single"], catalog, robustness
     ).items():
         figures.save_figure(draw(), figures_dir / f"{name}.png")
+
+
+# --------------------------------------------------------------------------------------
+# best F1 against bytes per image (every descriptor: hashes, features, compact codes)
+
+BYTES_F1_COLUMNS = [
+    "descriptor",
+    "distance",
+    "family",
+    "kind",
+    "dimensions",
+    "bytes_per_image",
+    "queries",
+    "radius",
+    "f1",
+    "pareto",
+]
+
+
+def descriptor_family(descriptor: str) -> str:
+    """``hash`` (risbench.hashing), ``compact`` (risbench.compress) or ``features``."""
+    from risbench import compress, hashing
+
+    if descriptor in hashing.HASHES:
+        return "hash"
+    return "compact" if compress.parse_name(descriptor) else "features"
+
+
+def pareto_front(bytes_per_image, f1) -> np.ndarray:
+    """Per point, whether no other point is at most as large and at least as good
+    with one of the two strictly better (the smallest descriptors for their F1)."""
+    size, score = np.asarray(bytes_per_image, dtype=float), np.asarray(f1, dtype=float)
+    front = np.ones(size.size, dtype=bool)
+    for i in range(size.size):
+        beaten = (size <= size[i]) & (score >= score[i]) & ((size < size[i]) | (score > score[i]))
+        front[i] = not beaten.any()
+    return front
+
+
+def bytes_f1_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Best F1 (protocol ``all``) against bytes per image for every descriptor ×
+    distance: a compact code counts its code bytes (:func:`risbench.compress.code_bytes`:
+    PQ's m bytes, not its decoded floats), the others their stored bytes.
+    ``pareto``: on the front of bytes against F1. Smallest first, then best F1."""
+    from risbench import compress
+
+    rows = results[results["protocol"] == "all"]
+    table = pd.DataFrame(
+        {
+            "descriptor": rows["descriptor"],
+            "distance": rows["distance"],
+            "family": rows["descriptor"].map(descriptor_family),
+            "kind": rows["kind"],
+            "dimensions": rows["dimensions"],
+            "bytes_per_image": [
+                compress.code_bytes(d) or b
+                for d, b in zip(rows["descriptor"], rows["bytes_per_image"], strict=True)
+            ],
+            "queries": rows["queries"],
+            "radius": rows["radius"],
+            "f1": rows["f1"],
+        },
+        columns=BYTES_F1_COLUMNS,
+    )
+    table["pareto"] = pareto_front(table["bytes_per_image"], table["f1"])
+    return table.sort_values(
+        ["bytes_per_image", "f1", "descriptor", "distance"],
+        ascending=[True, False, True, True],
+        ignore_index=True,
+    )

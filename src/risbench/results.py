@@ -36,8 +36,8 @@ PAPER_COLUMNS = {
 
 # Every summary writes these tables (``{name}.csv``, ``.md`` and ``.html``) and figures
 # (``{name}.png``); ``robustness`` only when :func:`wants_robustness`.
-TABLES = ("table3_all", "table4_single", "distances", "ranked", "timing")
-FIGURES = ("prf_radius", "f1_by_modification", "distance_histograms", "examples")
+TABLES = ("table3_all", "table4_single", "distances", "ranked", "timing", "bytes_f1")
+FIGURES = ("prf_radius", "f1_by_modification", "distance_histograms", "examples", "bytes_f1")
 ROBUSTNESS = "robustness"
 # Each table's copies: every value (CSV), rounded (Markdown; HTML, the report's).
 TABLE_FORMATS = ("csv", "md", "html")

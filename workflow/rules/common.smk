@@ -22,6 +22,8 @@ DESCRIPTORS = risbench_config.descriptors(config)
 PROTOCOLS = risbench_config.protocols(config)
 PAIRS = risbench_config.pairs(config)
 HASHES = list(config["hashes"])
+# compress (rules/compress.smk): the split every benchmark leaves out, or None.
+TRAINING_SPLIT = risbench_config.training_split(config)
 # Relative to the working directory, as Snakemake expects of input paths.
 SRC = os.path.relpath(Path(workflow.current_basedir).parents[1] / "src" / "risbench")
 # The rules' conda environments (workflow/envs/) install this checkout in their
@@ -122,6 +124,8 @@ def benchmark_spec(wildcards):
     spec["radius"] = {
         wildcards.distance: config["benchmark"]["radius"].get(wildcards.distance)
     }
+    if TRAINING_SPLIT:  # compress configured: the codes' training groups leave
+        spec["training_split"] = TRAINING_SPLIT
     return json.dumps(spec, sort_keys=True)
 
 

@@ -30,6 +30,7 @@ REPORT_TITLES = {
     "prf_radius": "3. Precision, recall, F1 against radius (Figs. 5-7)",
     "distance_histograms": "4. Distance distributions",
     "robustness": "5. Robustness to modification strength",
+    "bytes_f1": "9. Best F1 against bytes per image",
 }
 
 # Tables (their rounded, sortable HTML page) and figures go into the HTML report,

@@ -1,0 +1,55 @@
+# Compact codes (config `compress`; docs/design.md, "Compact descriptors"): one
+# job per source descriptor fits every configured method once on the training
+# split and writes each code's store for every variant (seconds of work: a job
+# a store would spend them starting interpreters and refitting).
+from risbench import compress as risbench_compress
+
+COMPRESS_METHODS = {
+    source: {risbench_compress.descriptor_name(source, spec): spec for spec in specs}
+    for source, specs in risbench_compress.sources(config).items()
+}
+
+for compress_source, compress_methods in COMPRESS_METHODS.items():
+    compress_outputs = [
+        (f"{name}/{variant}", store(name, variant))
+        for name in compress_methods
+        for variant in VARIANTS
+    ]
+
+    rule:
+        name:
+            "compress_" + re.sub(r"[^A-Za-z0-9_]", "_", compress_source)
+        input:
+            lists=[variant_list(v) for v in VARIANTS],
+            stores=[store(compress_source, v) for v in VARIANTS],
+            code=code("compress"),
+        output:
+            [directory(path) for _, path in compress_outputs],
+        log:
+            f"logs/compress/{compress_source}.log",
+        benchmark:
+            f"results/timings/compress/{compress_source}.tsv"
+        conda:
+            "../envs/risbench.yaml"
+        resources:
+            mem_mb=mem_mb(8000),
+            runtime=runtime(120),
+        params:
+            source=compress_source,
+            spec=json.dumps(
+                {
+                    "methods": compress_methods,
+                    "split": config["compress"]["split"],
+                    "pq_nbits": config["compress"]["pq_nbits"],
+                },
+                sort_keys=True,
+            ),
+            inputs=named_args("list", VARIANTS, [variant_list(v) for v in VARIANTS])
+            + " "
+            + named_args("store", VARIANTS, [store(compress_source, v) for v in VARIANTS]),
+            outputs=named_args(
+                "output", [k for k, _ in compress_outputs], [p for _, p in compress_outputs]
+            ),
+        shell:
+            "risbench compress --source {params.source:q} --spec {params.spec:q}"
+            " {params.inputs} {params.outputs} 2> {log:q}"

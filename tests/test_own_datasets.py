@@ -262,6 +262,14 @@ def test_pairs_ground_truth_errors_name_file_and_line(tmp_path, text, message):
         risbench_config.check(config_for(spec, modifications=[]))
 
 
+@pytest.mark.parametrize("other", ["q_rot.png", "Q_ROT.jpg"])
+def test_pairs_rejects_two_files_with_one_id(tmp_path, other):
+    spec = make_pairs(tmp_path / "set")
+    (Path(spec["queries"]) / other).write_bytes(b"")
+    with pytest.raises(risbench_config.ConfigError, match=r"two files with the id '(q_rot|Q_ROT)'"):
+        risbench_config.check(config_for(spec, modifications=[]))
+
+
 def test_pairs_rejects_empty_folders_and_a_split(tmp_path):
     spec = make_pairs(tmp_path / "set")
     for f in Path(spec["queries"]).iterdir():

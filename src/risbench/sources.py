@@ -301,13 +301,18 @@ def find_flat(folder: str | Path, extensions=DEFAULT_EXTENSIONS) -> Found:
     by ``make_id``); raises LayoutError when two files have the same id (``x.jpg`` and
     ``x.png``): ids name the images across folders, so each must name one file."""
     found = find_folder(folder, extensions, recursive=False)
-    by_id = {make_id((s.path.name,)): s for s in found.sources}
+    by_key = {_id_key(s.image_id): s for s in found.sources}
     for source in found.sources:
-        first = by_id[make_id((source.path.name,))]
-        if first is not source:
+        # a stem that is its own id took it; else ``unique_ids`` gave the file a suffix
+        # when its safe stem was taken (make_id only then: a million names at each parse)
+        if split_name(source.path.name)[0] == source.image_id:
+            continue
+        base = make_id((source.path.name,))
+        if base != source.image_id:
+            first = by_key[_id_key(base)]
             raise LayoutError(
-                f"{display_path(source.path)} and {display_path(first.path)}: two files with "
-                f"the id '{make_id((source.path.name,))}' (ids are file stems); rename one"
+                f"{display_path(source.path)} and {display_path(first.path)}: two files "
+                f"with the id '{base}' (ids are file stems, equal ignoring case); rename one"
             )
     return found
 

@@ -217,16 +217,32 @@ def test_palette_and_16bit_modes():
     assert _all_hashes(wide) == _all_hashes(Image.fromarray(gray, "L"))
 
 
-def test_studio_luma_exact_for_all_colours():
-    """The Pillow matrix conversion used for the luma equals CImg's integer formula."""
+@pytest.mark.parametrize("path", ["pillow memory", "matrix conversion"])
+def test_studio_luma_exact_for_all_colours(monkeypatch, path):
+    """Both ways to the luma equal CImg's integer formula on all 2^24 colours: the integer
+    kernel on Pillow's exported memory (whole 1024x1024 images, and the 64-row strips of a
+    4096x4096 image too large to export whole) and Pillow's matrix conversion."""
+    if path == "matrix conversion":
+        monkeypatch.setattr(phash, "_rgbx_view", lambda image: None)
+    elif not hasattr(Image.Image, "__arrow_c_array__"):
+        pytest.skip("Pillow < 11.2 exports no pixel memory: the matrix conversion is used")
     v = np.arange(1 << 24, dtype=np.uint32)
     rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8)
-    image = Image.fromarray(rgb.reshape(4096, 4096, 3), "RGB")
-    gray, colour = phash.gray_array(image)
-    assert colour
     r, g, b = (rgb[:, i].astype(np.int32) for i in range(3))
-    expected = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    np.testing.assert_array_equal(gray.ravel(), expected)
+    expected = (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16).reshape(4096, 4096)
+    big = Image.fromarray(rgb.reshape(4096, 4096, 3), "RGB")
+    if path == "pillow memory":
+        assert phash._rgbx_view(big) is None  # several blocks: converted in strips
+    gray, colour = phash.gray_array(big)
+    assert colour
+    np.testing.assert_array_equal(gray, expected)
+    for k in range(0, 4096, 1024):
+        part = Image.fromarray(rgb.reshape(4096, 4096, 3)[k : k + 1024], "RGB").crop(
+            (0, 0, 1024, 1024)
+        )
+        if path == "pillow memory":
+            assert phash._rgbx_view(part) is not None
+        np.testing.assert_array_equal(phash.gray_array(part)[0], expected[k : k + 1024, :1024])
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,19 +286,86 @@ def test_blur_pass_matches_reference(shape, dtype):
     np.testing.assert_array_equal(phash._vanvliet_lines(x), _vanvliet_reference(x))
 
 
-@pytest.mark.parametrize("block_steps", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("shape", [(2, 3), (3, 2), (4, 5), (5, 1), (9, 4), (40, 6)])
-def test_blur_in_blocks_of_steps_matches_reference(monkeypatch, block_steps, shape):
-    """The recursion runs in blocks of steps (bounded memory): any block length, the end
-    state carried across blocks included, gives the same bits, also with the uint8 cast."""
-    monkeypatch.setattr(phash, "_BLOCK_BYTES", 1)
-    monkeypatch.setattr(phash, "_MIN_BLOCK_STEPS", block_steps)
-    rng = np.random.default_rng(block_steps * 100 + shape[0])
+def test_blur_in_chunks_of_lines_matches_reference(monkeypatch, chunk, shape):
+    """The compiled passes run a chunk of lines at a time (columns directly, rows through
+    transposed tiles): any chunk length, a last partial chunk included, gives the same
+    bits along either axis, also with the uint8 cast."""
+    monkeypatch.setattr(phash, "_BLUR_CHUNK", chunk)
+    monkeypatch.setattr(phash, "_BLUR_TILE_ROWS", chunk)
+    rng = np.random.default_rng(chunk * 100 + shape[0])
     x = rng.integers(0, 256, shape).astype(np.uint8)
     y = x.astype(np.float32) + rng.random(shape, dtype=np.float32)
     np.testing.assert_array_equal(phash._vanvliet_lines(y), _vanvliet_reference(y))
+    np.testing.assert_array_equal(phash._vanvliet_lines(y.T, axis=1), _vanvliet_reference(y).T)
     expected = phash._u8_cast(_vanvliet_reference(x))
     np.testing.assert_array_equal(phash._vanvliet_lines(x, u8=True), expected)
+    np.testing.assert_array_equal(phash._vanvliet_lines(x.T, u8=True, axis=1), expected.T)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (37, 70), (300, 41)])
+def test_blur_is_x_pass_then_y_pass(shape):
+    """CImg's blur(1): the x pass (along rows), cast to uint8 for uint8 images, then the y
+    pass; in float without the casts for the float copy."""
+    x = np.random.default_rng(shape[0]).integers(0, 256, shape).astype(np.uint8)
+
+    def ref(a, u8):
+        if a.shape[0] < 2:  # a one-pixel line is left as it is
+            return a.astype(np.float32)
+        out = _vanvliet_reference(a)
+        return phash._u8_cast(out) if u8 else out
+
+    expected = ref(ref(x.T, True).T, True)
+    np.testing.assert_array_equal(phash._blur_u8(x), expected)
+    np.testing.assert_array_equal(phash._blur_f32(x), ref(ref(x.T, False).T, False))
+
+
+def test_mh_correlation_matches_tap_by_tap_numpy():
+    """The compiled 17x17 correlation against NumPy float32 operations, one whole-image
+    multiply and add per tap in pHash's order (products rounded to float first)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (40, 512)).astype(np.uint8)
+    img[:, 100:140] = 7  # flat areas and edges
+    pad = np.pad(img, 8, mode="edge").astype(np.float32)
+    h, w = img.shape
+    expected = None
+    for q in range(17):
+        for p in range(17):
+            term = phash._MH_KERNEL[q, p] * pad[q : q + h, p : p + w]
+            expected = term if expected is None else expected + term
+    np.testing.assert_array_equal(phash._mh_correlate(img), expected)
+
+
+@pytest.mark.parametrize("n, size", [(513, 512), (700, 512), (1100, 512), (2049, 512), (9, 4)])
+def test_area_resize_matches_numpy(n, size):
+    """The compiled moving-average resize against the same float accumulation in NumPy:
+    piece by piece in input order, then the division by n, then the truncating cast."""
+    rng = np.random.default_rng(n)
+    a8 = rng.integers(0, 256, (n, 6)).astype(np.uint8)
+    af = a8.astype(np.float32) - rng.random((n, 6), dtype=np.float32)  # negatives too
+    src, weight = phash._area_plan(n, size)
+    for a, clamp in ((a8, True), (af, False)):
+        acc = np.zeros((size, 6), dtype=np.float32)
+        for k in range(src.shape[1]):
+            acc += a[src[:, k]].astype(np.float32) * weight[:, k, None]
+        acc /= np.float32(n)
+        expected = phash._u8_cast(acc) if clamp else acc
+        np.testing.assert_array_equal(phash._area_axis0(a, size, clamp), expected)
+        np.testing.assert_array_equal(phash._area_axis0(a.T.copy().T, size, clamp), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 7), (384, 255), (600, 800)])
+def test_radon_sums_match_bincount(shape):
+    """Per-line sums of the sampled pixels and their squares, in sample order, as
+    np.bincount with weights adds them."""
+    img = np.random.default_rng(shape[1]).integers(0, 256, shape).astype(np.uint8)
+    flat, line, _ = phash._radon_plan(*shape)
+    vals = img.ravel()[flat].astype(np.float64)
+    s1, s2 = np.zeros(phash._RV_N), np.zeros(phash._RV_N)
+    phash._kern.radon_sums(img.ravel(), flat, line, s1, s2)
+    np.testing.assert_array_equal(s1, np.bincount(line, weights=vals, minlength=phash._RV_N))
+    np.testing.assert_array_equal(s2, np.bincount(line, weights=vals * vals, minlength=180))
 
 
 def test_small_and_large_images_do_not_fail():

@@ -43,16 +43,21 @@ moving-average (area) resize along that axis; that branch follows CImg's algorit
 accumulation) but, unlike everything else here, is not covered by the golden data (largest
 side there: 418).
 
-Speed: tables (DCT matrix, MH kernel, DCT/tan tables, per-size sampling plans) are built once.
-The costly parts are inherently sequential in pHash's arithmetic -- the 17x17 MH correlation
-adds 289 float products per pixel in a fixed order, and the recursive blur runs along every
-line -- so they are vectorised across pixels/lines and loop over taps/positions only.
+Speed: tables (DCT matrix, MH kernel, per-size sampling and resize plans) are built once.
+The costly loops -- the recursive blur along every line, the 17x17 MH correlation (289
+float products added per pixel in a fixed order), the moving-average resize, the radon
+sums and the luma -- are compiled with numba (:mod:`risbench.phash_kernels`), vectorised
+across independent lines/pixels only, so no pixel's operations change order; an RGB
+image's pixels are read from Pillow's own memory (zero-copy Arrow export) where Pillow
+allows. Importing this module loads the compiled loops (compiling them once into numba's
+cache on first use: a few seconds).
 
-Memory: at most 40 bytes per input pixel at peak, decode included (measured ~11 for a 24 MP
-JPEG photo, 5 for the DCT hash). The grey conversion runs in strips of rows, the blur keeps
-one float32 copy of the image and a cache-sized block of double-precision recursion state
-(the recursion advances a block of steps over all lines at once), and the resizes work in
-chunks of columns. None of this changes the order of any floating-point operation.
+Memory: at most 40 bytes per input pixel at peak, decode included (measured ~7-9 for a
+3 MP photo, 5 for the DCT hash), plus a constant ~50 MB per process for the compiled code,
+taken at import. The grey conversion of images Pillow cannot export whole runs in strips
+of rows, the blur works on chunks of lines with one output image and cache-sized
+buffers, and the resizes work in chunks of columns. None of this changes the order of
+any floating-point operation.
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+import pyarrow  # for Pillow's zero-copy pixel export (see _rgbx_view)
 from PIL import Image
 
+from risbench import phash_kernels as _kern
 from risbench.rvcompare import rv_degenerate, rv_peak  # noqa: F401 - part of this API
 
 __all__ = ["dct_hash", "gray_array", "mh_hash", "rv_degenerate", "rv_digest", "rv_peak"]
@@ -123,27 +129,64 @@ def _base_image(image: Image.Image) -> Image.Image:
 _STRIP_PIXELS = 1 << 18
 
 
+def _rgbx_view(image: Image.Image) -> np.ndarray | None:
+    """Pillow's own pixel memory of an RGB image as (H, W, 4) uint8 (RGB + padding byte),
+    without a copy, through the Arrow C data interface (Pillow >= 11.2). None where Pillow
+    cannot export it: older Pillow, or an image larger than Pillow's block size (16 MB by
+    default), stored in several blocks."""
+    if not hasattr(image, "__arrow_c_array__"):
+        return None
+    try:
+        data = pyarrow.array(image).buffers()[-1]
+    except ValueError:  # "Image rows are not contiguous in memory."
+        return None
+    w, h = image.size
+    return np.frombuffer(data, dtype=np.uint8, count=h * w * 4).reshape(h, w, 4)
+
+
 def gray_array(image: Image.Image) -> tuple[np.ndarray, bool]:
     """The grey image all three hashes start from, and whether pHash sees 3 channels.
 
     Returns ``(gray, colour)``: ``gray`` is (H, W) uint8 -- the studio-range luma for colour
-    images, the single channel otherwise. Converted in strips of rows (every conversion is
-    per pixel), so the temporaries stay bounded whatever the image size.
+    images, the single channel otherwise. An RGB image Pillow can export without a copy
+    goes straight to the luma; anything else is converted in strips of rows (every
+    conversion is per pixel), so the temporaries stay bounded whatever the image size.
     """
-    if image.mode == "L" and "transparency" not in image.info:
+    plain = "transparency" not in image.info
+    if image.mode == "L" and plain:
         return np.asarray(image), False
     w, h = image.size
+    gray = np.empty((h, w), dtype=np.uint8)
+    if image.mode == "RGB" and plain and _luma_into(image, gray, convert=False):
+        return gray, True
     rows = max(1, _STRIP_PIXELS // max(w, 1))
     if rows >= h:  # one strip: no crop
         base = _base_image(image)
-        colour = base.mode == "RGB"
-        return np.asarray(base.convert("L", _LUMA_MATRIX) if colour else base), colour
+        if base.mode == "RGB":
+            _luma_into(base, gray)
+            return gray, True
+        return np.asarray(base), False
     colour = _base_image(image.crop((0, 0, 1, 1))).mode == "RGB"
-    gray = np.empty((h, w), dtype=np.uint8)
     for r0 in range(0, h, rows):
         base = _base_image(image.crop((0, r0, w, min(h, r0 + rows))))
-        gray[r0 : r0 + rows] = np.asarray(base.convert("L", _LUMA_MATRIX) if colour else base)
+        if colour:
+            _luma_into(base, gray[r0 : r0 + rows])
+        else:
+            gray[r0 : r0 + rows] = np.asarray(base)
     return gray, colour
+
+
+def _luma_into(rgb: Image.Image, out: np.ndarray, convert: bool = True) -> bool:
+    """Write the studio-range luma of an RGB image into ``out``: from Pillow's memory when
+    it can be exported, else (with ``convert``) through Pillow's matrix conversion.
+    Returns whether ``out`` was written."""
+    rgbx = _rgbx_view(rgb)
+    if rgbx is not None:
+        _kern.studio_luma(rgbx, out)
+        return True
+    if convert:
+        out[...] = np.asarray(rgb.convert("L", _LUMA_MATRIX))
+    return convert
 
 
 def _u8_cast(x: np.ndarray) -> np.ndarray:
@@ -228,130 +271,44 @@ def _vanvliet_coefficients(sigma: float):
 
 
 _VV = _vanvliet_coefficients(1.0)
-_VV_COEF = np.array(_VV[1:4])[:, None]  # (a1, a2, a3) as a column
+_VV_FLAT = (*_VV[:4], *_VV[4])  # (b0, a1, a2, a3, m0..m8) for the compiled pass
 
 
-def _recurse(terms: np.ndarray, out: np.ndarray, steps: int) -> None:
-    """Run ``out[i] = ((t0 + a1 out[i-1]) + a2 out[i-2]) + a3 out[i-3]`` for ``steps`` steps.
+# Lines per chunk of the compiled blur passes: the inner loop runs across them (vectorised)
+# while their double-precision state and float32 causal outputs stay in cache. (Measured
+# best on a 4 MP photo: the x pass works on transposed tiles of 32 rows.)
+_BLUR_CHUNK = 128
+_BLUR_TILE_ROWS = 32
 
-    ``terms`` is (at least steps + 3, 4, L): ``terms[i]`` holds the four addends of step i,
-    the input term first; the products of earlier outputs are pre-filled for the first
-    three steps.
-    Each step is one sequential 4-term reduction (exact C order) and one multiplication that
-    writes ``a1 y, a2 y, a3 y`` straight into the slots of the next three steps, through a
-    strided view of ``terms`` -- two NumPy calls per step, vectorised over the L lines.
+
+def _vanvliet_lines(x: np.ndarray, u8: bool = False, axis: int = 0) -> np.ndarray:
+    """One blur pass of the 2-D ``x`` along ``axis``, every column (axis 0) or row (axis 1)
+    a line.
+
+    ``x`` holds uint8 or float32 values. Both recursions run in double in CImg's order, the
+    causal outputs being stored as float in between (:mod:`risbench.phash_kernels`).
+    Returns float32, or with ``u8`` the result cast to uint8 as CImg's uint8 image stores
+    it. Memory: the output plus a few (line length x chunk) buffers, whatever the image.
     """
-    width = terms.shape[2]
-    size = terms.itemsize
-    slots = as_strided(
-        terms.reshape(-1)[5 * width :],  # slots[i] = terms[i+1, 1], terms[i+2, 2], terms[i+3, 3]
-        shape=(steps, 3, width),
-        strides=(4 * width * size, 5 * width * size, size),
-        writeable=True,
-    )
-    reduce, mul = np.add.reduce, np.multiply
-    for i in range(steps):
-        y = out[i]
-        reduce(terms[i], axis=0, out=y)
-        mul(_VV_COEF, y, out=slots[i])
-
-
-# Float64 working set of one block of recursion steps (terms and outputs): a block of steps
-# over all lines at once keeps every step vectorised over the lines while the memory stays
-# bounded and cache-sized, instead of (n, 4, L) float64 terms for the whole image.
-_BLOCK_BYTES = 1 << 22
-_MIN_BLOCK_STEPS = 16
-
-
-def _vanvliet_lines(x: np.ndarray, u8: bool = False) -> np.ndarray:
-    """One blur pass along axis 0 of ``x`` (N, L), every column a line.
-
-    ``x`` holds the float working copy (uint8 or float32 values). Both recursions run in
-    double in CImg's order, the causal outputs being stored as float in between. Returns
-    float32, or with ``u8`` the result cast to uint8 as CImg's uint8 image stores it.
-    Memory: one float32 (N, L) array for the causal outputs (overwritten in place by the
-    final ones) plus a block of ``_BLOCK_BYTES``, whatever N.
-    """
-    n, width = x.shape
+    n = x.shape[axis]
     if n < 2:
         return _u8_cast(x.astype(_F32)) if u8 else x.astype(_F32)
-    steps = max(_MIN_BLOCK_STEPS, min(n, _BLOCK_BYTES // (40 * max(width, 1))))
-    terms = np.empty((steps + 3, 4, width))
-    ybuf = np.empty((steps, width))
-    fwd = np.empty((n, width), dtype=_F32)
-    tail = _causal_pass(x, terms, ybuf, fwd)
-    return _anticausal_pass(x[n - 1], tail, terms, ybuf, fwd, u8)
-
-
-def _causal_pass(x, terms, ybuf, fwd) -> np.ndarray:
-    """Causal recursion of ``x`` into ``fwd`` (float32); returns the last three outputs in
-    double, oldest first (the initial state d[0] / b0 standing in before position 0)."""
-    b0 = _VV[0]
-    n, steps = len(x), len(ybuf)
-    init = x[0].astype(_F64) / b0
-    _prefill(terms, init, init, init)
-    tail = np.stack([init, init, init])
-    for i0 in range(0, n, steps):
-        k = min(steps, n - i0)
-        if i0:  # products of the previous block's last outputs for the first three steps
-            terms[:3] = terms[steps : steps + 3]
-        terms[:k, 0] = x[i0 : i0 + k]
-        _recurse(terms, ybuf, k)
-        fwd[i0 : i0 + k] = ybuf[:k]
-        tail = ybuf[k - 3 : k].copy() if k >= 3 else np.concatenate([tail[k:], ybuf[:k]])
-    return tail
-
-
-def _anticausal_pass(last, tail, terms, ybuf, fwd, u8: bool) -> np.ndarray:
-    """Triggs-Sdika end state from the double tail and the last input ``last``, then the
-    anti-causal recursion on the float-rounded causal outputs, from position n-2 down to 0.
-    The outputs replace ``fwd`` in place (float32) or go to a new uint8 array."""
-    b0, a1, a2, a3, m = _VV
-    n, steps = len(fwd), len(ybuf)
-    den = 1.0 - a1 - a2 - a3
-    sq = b0 * b0
-    u = last.astype(_F64) / den
-    w = u / den
-    e1, e2, e3 = tail[2] - u, tail[1] - u, tail[0] - u
-    z0 = (m[0] * e1 + m[1] * e2 + m[2] * e3 + w) * sq
-    z1 = (m[3] * e1 + m[4] * e2 + m[5] * e3 + w) * sq
-    z2 = (m[6] * e1 + m[7] * e2 + m[8] * e3 + w) * sq
-    out = np.empty(fwd.shape, dtype=np.uint8) if u8 else fwd
-    out[n - 1] = _u8_cast(z0.astype(_F32)) if u8 else z0
-    _prefill(terms, z0, z1, z2)
-    for j0 in range(0, n - 1, steps):
-        k = min(steps, n - 1 - j0)
-        if j0:
-            terms[:3] = terms[steps : steps + 3]
-        lo, hi = n - 1 - j0 - k, n - 1 - j0  # positions hi-1 down to lo
-        terms[:k, 0] = fwd[lo:hi][::-1]
-        terms[:k, 0] *= sq
-        _recurse(terms, ybuf, k)
-        block = ybuf[:k][::-1].astype(_F32)
-        out[lo:hi] = _u8_cast(block) if u8 else block
+    out = np.empty(x.shape, dtype=np.uint8 if u8 else _F32)
+    if axis == 0:
+        _kern.vanvliet_axis0(x, out, u8, _BLUR_CHUNK, _VV_FLAT)
+    else:
+        _kern.vanvliet_axis1(x, out, u8, _BLUR_TILE_ROWS, _VV_FLAT)
     return out
-
-
-def _prefill(terms: np.ndarray, v1, v2, v3) -> None:
-    """Products of the initial state (v1 the most recent) for the first three steps."""
-    _, a1, a2, a3, _ = _VV
-    terms[0, 1] = a1 * v1
-    terms[0, 2] = a2 * v2
-    terms[0, 3] = a3 * v3
-    terms[1, 2] = a2 * v1
-    terms[1, 3] = a3 * v2
-    terms[2, 3] = a3 * v1
 
 
 def _blur_u8(img: np.ndarray) -> np.ndarray:
     """CImg ``blur(1)`` of a uint8 image: x pass, uint8 cast, y pass, uint8 cast."""
-    t = _vanvliet_lines(img.T, u8=True).T
-    return _vanvliet_lines(t, u8=True)
+    return _vanvliet_lines(_vanvliet_lines(img, u8=True, axis=1), u8=True)
 
 
 def _blur_f32(img: np.ndarray) -> np.ndarray:
     """CImg ``get_blur(1)``: the same on a float copy, without casts between the passes."""
-    return _vanvliet_lines(_vanvliet_lines(img.T).T)
+    return _vanvliet_lines(_vanvliet_lines(img, axis=1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,11 +381,9 @@ def _area_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
     Not covered by the golden data (no image there is larger than 512 pixels).
     """
     src, weight = _area_plan(a.shape[0], size)
-    acc = np.zeros((size,) + a.shape[1:], dtype=_F32)
-    for k in range(src.shape[1]):  # gather the rows, then convert: no float copy of ``a``
-        acc += a[src[:, k]].astype(_F32) * weight[:, k, None]
-    acc /= _F32(a.shape[0])
-    return _u8_cast(acc) if clamp else acc
+    out = np.empty((size, a.shape[1]), dtype=np.uint8 if clamp else _F32)
+    _kern.area_axis0(a, src, weight, out, clamp)
+    return out
 
 
 # Input elements per column chunk of a resize: its temporaries (up to ~40 bytes per output
@@ -512,12 +467,6 @@ def _mh_kernel() -> np.ndarray:
 
 
 _MH_KERNEL = _mh_kernel()
-_MH_VALUES, _inverse = np.unique(_MH_KERNEL, return_inverse=True)
-# (distinct kernel value, flat offset in a 528-wide padded image) for the taps, q outer p inner
-_MH_TAPS = [
-    (int(_inverse.reshape(17, 17)[q, p]), q * 528 + p) for q in range(17) for p in range(17)
-]
-_MH_CHUNK = 128  # output rows per chunk: keeps the shared products in cache
 
 # the 64 groups of 3x3 blocks (r outer, c inner) in row-major order: (64, 9) indices
 _grid = np.arange(0, 29, 4)
@@ -544,39 +493,18 @@ def _mh_preprocess(gray: np.ndarray, colour: bool) -> np.ndarray:
 
 def _mh_correlate(img: np.ndarray) -> np.ndarray:
     """17x17 correlation with Neumann borders, products rounded to float and added in float
-    in pHash's order (q outer, p inner). Returns (512, 528): columns 512.. are padding.
-
-    Each distinct kernel value multiplies the padded image once (42 products instead of
-    289); the taps then add shifted flat views of those products, so every addition is one
-    contiguous float32 operation over a chunk of rows.
-    """
-    h, w = img.shape
-    assert w == 512
-    wp = w + 16
-    pad = np.empty((h + 17, wp), dtype=_F32)
-    pad[: h + 16] = np.pad(img, 8, mode="edge")
-    pad[h + 16] = 0
-    out = np.empty((h, wp), dtype=_F32)
-    pool = np.empty((len(_MH_VALUES), (_MH_CHUNK + 17) * wp), dtype=_F32)
-    add = np.add
-    for r0 in range(0, h, _MH_CHUNK):
-        r1 = min(h, r0 + _MH_CHUNK)
-        length = (r1 - r0) * wp
-        src = pad[r0 : r1 + 17].ravel()
-        np.multiply(_MH_VALUES[:, None], src[None, :], out=pool[:, : src.size])
-        acc = out[r0:r1].reshape(-1)
-        k, off = _MH_TAPS[0]
-        acc[...] = pool[k, off : off + length]
-        for k, off in _MH_TAPS[1:]:
-            add(acc, pool[k, off : off + length], out=acc)
+    in pHash's order (q outer, p inner): :func:`risbench.phash_kernels.mh_correlate` on the
+    edge-padded image. Returns (h, w) float32."""
+    pad = np.pad(img, 8, mode="edge").astype(_F32)
+    out = np.empty(img.shape, dtype=_F32)
+    _kern.mh_correlate(pad, _MH_KERNEL, out)
     return out
 
 
 def mh_hash(image: Image.Image) -> bytes:
     """pHash 0.9.6 ``ph_mh_imagehash(alpha=2, level=1)``: 72 bytes."""
     img = _mh_preprocess(*gray_array(image))
-    resp = _mh_correlate(img)
-    valid = resp[:, :512]
+    valid = _mh_correlate(img)
     lo = valid.min()
     hi = valid.max()
     if hi == lo:  # CImg's normalize() fills a constant image with the lower bound
@@ -637,9 +565,8 @@ def _radon_plan(h: int, w: int):
 
 def _radon_features(img: np.ndarray) -> np.ndarray:
     flat, line, count = _radon_plan(*img.shape)
-    vals = img.ravel()[flat].astype(_F64)
-    s1 = np.bincount(line, weights=vals, minlength=_RV_N)
-    s2 = np.bincount(line, weights=vals * vals, minlength=_RV_N)
+    s1, s2 = np.zeros(_RV_N), np.zeros(_RV_N)
+    _kern.radon_sums(img.ravel(), flat, line, s1, s2)
     with np.errstate(divide="ignore", invalid="ignore"):
         feat = s2 / count - (s1 * s1) / (count * count)
     total = np.cumsum(feat)[-1]  # sequential double sums, as the C loop
@@ -662,3 +589,17 @@ def rv_digest(image: Image.Image) -> bytes:
     lo = min(0.0, float(c.min()))
     with np.errstate(divide="ignore", invalid="ignore"):
         return _u8_cast(255 * (c - lo) / (hi - lo)).tobytes()
+
+
+def _load_compiled() -> None:
+    """Load (or, with a cold cache, compile) the numba loops every hash uses, for both
+    image paths (uint8 colour, float grey) and both resize branches, at import: their
+    code (~50 MB, once per process) then counts as part of importing this module rather
+    than as memory of the first image hashed, and no image's timing includes it."""
+    for mode, shape in (("RGB", (520, 7, 3)), ("L", (7, 520))):
+        pixels = np.arange(math.prod(shape), dtype=np.uint8).reshape(shape)
+        for image in (Image.fromarray(pixels, mode), Image.fromarray(pixels.swapaxes(0, 1), mode)):
+            dct_hash(image), mh_hash(image), rv_digest(image)
+
+
+_load_compiled()

@@ -408,3 +408,25 @@ def test_sweep_with_several_groups_matches_brute_force(seed):
     single = [s[0] if len(s) == 1 else s for s in copy.deepcopy(sets)]
     again = metrics.sweep(index, ig, queries, single, "euclidean", radii, device="cpu", tile_rows=4)
     assert np.array_equal(again.tp, result.tp) and np.array_equal(again.f1, result.f1)
+
+
+def test_pairs_keep_duplicate_references_and_skip_bad_queries(tmp_path):
+    """References with the same pixels are both kept (the ground truth names each) and
+    reported; a query that does not decode is left out and reported."""
+    spec = make_pairs(tmp_path / "set")
+    refs = Path(spec["references"])
+    twin = refs / "twin.png"
+    with Image.open(refs / f"{PHOTOS[0].stem}.jpg") as image:
+        image.save(twin)  # other bytes, the same decoded pixels
+    Path(spec["queries"], "q_bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    truth = Path(spec["ground_truth"])
+    truth.write_text(truth.read_text() + "q_rot,twin\nq_bad,twin\n")
+    built = run_stage(spec, tmp_path / "out")
+    assert "twin" in set(built.manifest["image_id"])
+    assert list(built.duplicates["path"]) == [str(twin)]  # the later id of the two
+    assert list(built.duplicates["duplicate_of"]) == [str(refs / f"{PHOTOS[0].stem}.jpg")]
+    queries = pd.read_parquet(tmp_path / "out" / "images" / "queries.parquet").set_index("image_id")
+    assert queries.loc["q_rot", "group"] == f"{PHOTOS[0].stem}|twin"
+    assert "q_bad" not in queries.index
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv").set_index("path")
+    assert str(Path(spec["queries"]) / "q_bad.jpg") in skipped.index

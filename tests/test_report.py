@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.patches import StepPatch
 
-from risbench import cli, figures, htmltable, metrics, modify, ranking, report
+from risbench import cli, failures, figures, htmltable, metrics, modify, ranking, report
 from risbench.results import (
     QUERY_COLUMNS,
     BenchmarkStats,
@@ -1096,11 +1096,15 @@ def test_failure_gallery_thumbnails_query_original_and_false_match(fabricated, t
     results = fabricated["results"]
     catalog = pd.read_parquet(fabricated["images"])
     rows = failures.gallery_rows(results, catalog, per=2)
-    best = report.table3(results).drop_duplicates("descriptor")
-    float_best = best[best.dimensions >= 512].descriptor.iloc[0]
-    hash_best = best[best.dimensions < 512].descriptor.iloc[0]
+    best = report.table3(results).drop_duplicates("descriptor").descriptor  # best first
+    kind = results.drop_duplicates("descriptor").set_index("descriptor")["kind"]
+    float_best = next(d for d in best if kind[d] == "float")
+    hash_best = next(d for d in best if kind[d] != "float")
     assert rows.descriptor.tolist() == [float_best] * 2 + [hash_best] * 2
-    assert (rows.original_path.map(Path).map(Path.name).str.startswith(rows.image_id)).all()
+    originals = zip(rows.original_path, rows.image_id, strict=True)
+    assert all(
+        Path(path).parent.name == "original" and image_id in path for path, image_id in originals
+    )
     figure = figures.failure_gallery_figure(rows, side=64)
     assert len(figure.axes) == 12 and all(len(ax.images) == 1 for ax in figure.axes)
     assert max(ax.images[0].get_array().shape[0] for ax in figure.axes) <= 64

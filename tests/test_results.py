@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from risbench import metrics, results
+from risbench import metrics, operating, results
 from risbench.results import BenchmarkStats, ResultsError, RunIndex
 
 KEYS = [
@@ -24,6 +24,7 @@ KEYS = [
     "distances",
     "ranked",
     "histogram",
+    "operating_points",
 ]
 
 
@@ -124,6 +125,21 @@ def test_json_format_is_the_benchmark_commands(tmp_path):
         "distances": sweep.distance_stats(),
         "ranked": sweep.ranked(),
         "histogram": sweep.histogram().to_dict(orient="list"),
+        # by hand: radius 2/8 retrieves exactly each group (self and partner: 8
+        # relevant pairs, no false one), the first radius with recall 1
+        "operating_points": [
+            {
+                "target_precision": target,
+                "reached": True,
+                "radius": 0.25,
+                "precision": 1.0,
+                "recall": 1.0,
+                "tp": 8,
+                "fp": 0,
+                "fn": 0,
+            }
+            for target in (0.9, 0.99, 0.999)
+        ],
     }
     stats = BenchmarkStats.from_sweep(
         sweep, protocol="all", distance="hamming", width=width, seconds=0.5, **attrs
@@ -186,6 +202,14 @@ def test_read_names_the_file_and_the_missing_keys(tmp_path):
         BenchmarkStats.read(path)
     with pytest.raises(ResultsError, match=r"broken\.json: .*lacks key\(s\) best\.f1"):
         BenchmarkStats.read(_stats_file(tmp_path, drop_best=("f1",)))
+    # a stats file from before the operating points: refused, naming the key
+    with pytest.raises(ResultsError, match=r"broken\.json: .*lacks key\(s\) operating_points"):
+        BenchmarkStats.read(_stats_file(tmp_path, drop=("operating_points",)))
+    data = json.loads(_stats_file(tmp_path).read_text())
+    del data["operating_points"][1]["radius"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match=r"lacks key\(s\) operating_points\[1\]\.radius"):
+        BenchmarkStats.read(path)
     path.write_text('{"protocol": "all", ')
     with pytest.raises(ResultsError, match=r"broken\.json: not a benchmark stats JSON file"):
         BenchmarkStats.read(path)
@@ -247,16 +271,28 @@ def test_run_index_read_names_the_file_and_the_key(tmp_path):
 
 TABLE_FILES = [
     f"results/tables/{name}.{ext}"
-    for name in ("table3_all", "table4_single", "distances", "ranked", "timing", "bytes_f1")
+    for name in (
+        "table3_all",
+        "table4_single",
+        "distances",
+        "ranked",
+        "timing",
+        "operating_points",
+        "thresholds",
+        "failures",
+        "bytes_f1",
+    )
     for ext in ("csv", "md", "html")
 ]
 FIGURE_FILES = [
     f"results/figures/{name}.png"
     for name in (
         "prf_radius",
+        "pr_curve",
         "f1_by_modification",
         "distance_histograms",
         "examples",
+        "failure_gallery",
         "bytes_f1",
     )
 ]
@@ -304,3 +340,85 @@ def test_import_and_summary_outputs_need_no_pandas_or_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["[]", "[]"]
+
+
+# --------------------------------------------------------------------------------------
+# operating points
+
+
+def test_operating_points_by_hand():
+    """Six radii; pooled precision tp/(tp+fp): –, 1, 1, 0.95, 0.95, 0.9; recall
+    tp/(tp+fn) over 20 relevant pairs: 0, 0.5, 0.6, 0.95, 0.95, 0.9... (tp only grows)."""
+    radii = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    tp = [0, 10, 12, 19, 19, 20]
+    fp = [0, 0, 0, 1, 1, 2]  # precision 19/20 = 0.95 twice, then 20/22
+    fn = [20 - t for t in tp]
+    points = operating.operating_points(radii, tp, fp, fn, targets=(0.9, 0.95, 0.99, 1.0))
+    assert [p["target_precision"] for p in points] == [0.9, 0.95, 0.99, 1.0]
+    # 0.9: 20/22 = 0.909 ≥ 0.9 at radius 0.5, recall 1
+    assert points[0] == {
+        "target_precision": 0.9,
+        "reached": True,
+        "radius": 0.5,
+        "precision": 20 / 22,
+        "recall": 1.0,
+        "tp": 20,
+        "fp": 2,
+        "fn": 0,
+    }
+    # 0.95: recall 0.95 at radii 0.3 and 0.4: the smallest radius
+    assert (points[1]["radius"], points[1]["recall"], points[1]["precision"]) == (0.3, 0.95, 0.95)
+    # 0.99 and 1.0: only the radii without a false match (0.1, 0.2; 0.0 retrieves nothing)
+    assert (points[2]["radius"], points[2]["recall"], points[2]["fp"]) == (0.2, 0.6, 0)
+    assert points[3]["radius"] == 0.2
+
+
+def test_operating_points_not_reached_is_recorded_never_faked():
+    # every radius that retrieves anything has precision 0.5; radius 0 retrieves nothing
+    points = operating.operating_points([0, 1, 2], [0, 1, 2], [0, 1, 2], [4, 3, 2], [0.9, 0.5])
+    assert points[0] == {
+        "target_precision": 0.9,
+        "reached": False,
+        "radius": None,
+        "precision": None,
+        "recall": 0.0,
+        "tp": None,
+        "fp": None,
+        "fn": None,
+    }
+    assert (points[1]["reached"], points[1]["radius"], points[1]["recall"]) == (True, 2.0, 0.5)
+    # nothing relevant anywhere: no recall to report
+    assert not operating.operating_points([0, 1], [0, 0], [1, 2], [0, 0], [0.5])[0]["reached"]
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
+        operating.operating_points([0], [1], [0], [0], [0.9, 1.5])
+    with pytest.raises(ValueError, match="repeat"):
+        operating.operating_points([0], [1], [0], [0], [0.9, 0.9])
+
+
+def test_operating_points_follow_the_targets_given_to_from_sweep():
+    stats = BenchmarkStats.from_sweep(
+        binary_sweep(),
+        protocol="all",
+        descriptor="dct",
+        distance="hamming",
+        kind="binary",
+        dim=8,
+        width=1,
+        seconds=0.0,
+        targets=[0.8],
+    )
+    # 0.8: radius 4/8 adds 2 false pairs (precision 8/10 = 0.8) but no recall: 2/8 stays
+    assert [(p["target_precision"], p["radius"]) for p in stats.operating_points] == [(0.8, 0.25)]
+
+
+def test_run_index_lists_per_query_outcomes_where_written(tmp_path):
+    all_files = {key: str(tmp_path / f"a.{key}") for key in ("table", "stats", "queries")}
+    index = RunIndex(
+        "dct",
+        "hamming",
+        {"all": all_files, "single-blur": {"table": "b.parquet", "stats": "b.json"}},
+    )
+    index.write(tmp_path / "dct__hamming.json")
+    back = RunIndex.read(tmp_path / "dct__hamming.json")
+    assert back.protocols["all"] == all_files
+    assert "queries" not in back.protocols["single-blur"]

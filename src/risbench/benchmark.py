@@ -3,19 +3,22 @@
 The job reads the descriptor's stores once (checked: complete, and the
 descriptor they claim to be), runs every requested protocol
 (:func:`risbench.protocols.run_many`: ``all`` and ``distractors`` share one
-sweep) and writes, per protocol, the per-radius table (parquet) and the stats
-(:class:`risbench.results.BenchmarkStats`), then a run index naming them all
+sweep) and writes, per protocol, the per-radius table (parquet), the stats
+(:class:`risbench.results.BenchmarkStats`, with the operating points of
+``target_precisions``) and, where asked, the per-query outcomes at the best
+radius (:mod:`risbench.outcomes`), then a run index naming them all
 (:class:`risbench.results.RunIndex`), which is what the summary reads.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import pandas as pd
 
-from risbench import catalog, protocols, results, screening, store
+from risbench import catalog, operating, protocols, results, screening, store
 from risbench import split as training_split
 from risbench.jobtime import compute
 
@@ -28,6 +31,7 @@ class Outputs:
 
     table: str
     stats: str
+    queries: str | None = None  # per-query outcomes at the best radius (none: not written)
 
 
 def load(lists: dict[str, str], stores: dict[str, str], descriptor: str, bases: int | None):
@@ -74,10 +78,11 @@ def run(
     ``bases``: only the first N base groups (and the distractors), read from the
     full stores: a screening stage (protocol ``all`` only)."""
     with compute("load, sweeps, write"):
-        swept, attrs, width = _sweep(
+        swept, attrs, width, data = _sweep(
             descriptor, distance, lists, stores, list(outputs), spec, bases
         )
-        _write(swept, descriptor, distance, attrs, width, outputs, run_index)
+        queries = _outcomes(swept, data, distance, attrs, outputs, spec)
+        _write(swept, descriptor, distance, attrs, width, outputs, run_index, spec, queries)
 
 
 def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
@@ -99,11 +104,37 @@ def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
         beta=spec["beta"],
         top_k=spec["top_k"],
     )
-    return swept, attrs, next(iter(matrices.values())).shape[1]
+    return swept, attrs, next(iter(matrices.values())).shape[1], (images, matrices)
 
 
-def _write(swept, descriptor, distance, attrs, width, outputs, run_index) -> None:
-    """Every protocol's table and stats, then the run index naming them."""
+def _outcomes(swept, data, distance, attrs, outputs, spec) -> dict:
+    """The per-query outcomes (:mod:`risbench.outcomes`) of the protocols with a
+    ``queries`` output, each at its best radius: protocol → frame."""
+    wanted = {p: swept[p].best()["radius"] for p, o in outputs.items() if o.queries}
+    if not wanted:
+        return {}
+    from risbench import outcomes  # lazily: only jobs that write outcomes
+
+    started = time.perf_counter()
+    images, matrices = data
+    frames = outcomes.protocol_outcomes(
+        images,
+        matrices,
+        wanted,
+        distance,
+        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        exclude_self=spec["exclude_self"],
+        tile_mb=spec["tile_mb"],
+        device=spec["device"],
+    )
+    log.info("per-query outcomes of %s: %.2f s", ", ".join(wanted), time.perf_counter() - started)
+    return frames
+
+
+def _write(swept, descriptor, distance, attrs, width, outputs, run_index, spec, queries) -> None:
+    """Every protocol's table, stats and per-query outcomes (where asked), then the
+    run index naming them."""
+    targets = spec.get("target_precisions", operating.TARGET_PRECISIONS)
     for protocol, result in swept.items():
         stats = results.BenchmarkStats.from_sweep(
             result,
@@ -114,12 +145,19 @@ def _write(swept, descriptor, distance, attrs, width, outputs, run_index) -> Non
             dim=attrs["dim"],
             width=width,
             seconds=result.seconds,
+            targets=targets,
         )
         result.table().to_parquet(outputs[protocol].table, index=False)
         stats.write(outputs[protocol].stats)
+        if protocol in queries:
+            queries[protocol].to_parquet(outputs[protocol].queries, index=False)
         _log_best(stats)
     if run_index:
-        index = {p: {"table": o.table, "stats": o.stats} for p, o in outputs.items()}
+        index = {}
+        for protocol, out in outputs.items():
+            index[protocol] = {"table": out.table, "stats": out.stats}
+            if out.queries:
+                index[protocol]["queries"] = out.queries
         results.RunIndex(descriptor, distance, index).write(run_index)
 
 

@@ -212,14 +212,18 @@ def cmd_benchmark(args) -> None:
     from risbench import benchmark
 
     tables, stats = _pairs(args.table, "--table"), _pairs(args.stats, "--stats")
+    queries = _pairs(args.queries, "--queries")
     if set(tables) != set(stats):
         raise SystemExit("benchmark: every protocol needs both a --table and a --stats")
+    if set(queries) - set(tables):
+        raise SystemExit(f"benchmark: --queries of {sorted(set(queries) - set(tables))}, "
+                         "protocols with no --table")  # fmt: skip
     benchmark.run(
         args.descriptor,
         args.distance,
         _pairs(args.list, "--list"),
         _pairs(args.store, "--store"),
-        {p: benchmark.Outputs(tables[p], stats[p]) for p in tables},
+        {p: benchmark.Outputs(tables[p], stats[p], queries.get(p)) for p in tables},
         json.loads(args.spec),
         bases=args.bases,
         run_index=args.run_index,
@@ -402,6 +406,9 @@ def _benchmark_args(p) -> None:
     p.add_argument("--spec", required=True, help="the config's benchmark section as JSON")
     p.add_argument("--table", action="append", default=[], help="PROTOCOL=PATH (parquet)")
     p.add_argument("--stats", action="append", default=[], help="PROTOCOL=PATH (JSON)")
+    p.add_argument(
+        "--queries", action="append", default=[], help="PROTOCOL=PATH (per-query outcomes)"
+    )
     p.add_argument("--run-index", default=None, help="the run index naming every output")
     p.add_argument(
         "--bases",

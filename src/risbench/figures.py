@@ -379,6 +379,114 @@ def save_figure(figure, path: Path) -> None:
     plt.close(figure)
 
 
+# --------------------------------------------------------------------------------------
+# operating points and failures (issue 12)
+
+
+def pooled_pr(counts: pd.DataFrame) -> pd.DataFrame:
+    """Pooled precision tp / (tp + fp) and recall tp / (tp + fn) of per-radius
+    counts (the operating points' definition, :mod:`risbench.operating`); radii
+    that retrieve nothing or have nothing relevant are left out."""
+    retrieved, relevant = counts["tp"] + counts["fp"], counts["tp"] + counts["fn"]
+    keep = (retrieved > 0) & (relevant > 0)
+    return pd.DataFrame(
+        {
+            "precision": counts["tp"][keep] / retrieved[keep],
+            "recall": counts["tp"][keep] / relevant[keep],
+        }
+    )
+
+
+def pr_curve_figure(results: pd.DataFrame, counts: pd.DataFrame, protocol: str | None = "all"):
+    """Precision against recall, pooled over pairs, as the radius grows: one panel
+    per distance, one line per descriptor (colour), each reached operating point
+    marked; beside :func:`prf_radius_figure`, which plots per-query means."""
+    panels = _panels(results, protocol)
+    title = f"Precision-recall curves, pooled over pairs (protocol {protocol})"
+    if panels.empty:
+        return message_figure(title, f"no benchmark of protocol '{protocol}'")
+    distances = list(dict.fromkeys(d for d in DISTANCE_UNITS if d in set(panels.distance)))
+    distances += sorted(set(panels.distance) - set(distances))
+    descriptors = sorted(panels["descriptor"].unique())
+    palette = sns.color_palette("tab10" if len(descriptors) <= 10 else "husl", len(descriptors))
+    color = dict(zip(descriptors, palette, strict=True))
+    with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
+        legend_height = 0.5 + 0.16 * math.ceil(len(descriptors) / 3)
+        figure, axes = _grid(len(distances), 3, 3.8, 3.4, legend_height)
+        for ax, distance in zip(axes, distances, strict=True):
+            for row in panels[panels.distance == distance].itertuples():
+                mine = counts[(counts.descriptor == row.descriptor) & (counts.distance == distance)]
+                curve = pooled_pr(mine)
+                ax.plot(curve["recall"], curve["precision"], color=color[row.descriptor],
+                        linewidth=1.3, label=row.descriptor)  # fmt: skip
+                points = [p for p in row.operating_points or () if p["reached"]]
+                ax.scatter([p["recall"] for p in points], [p["precision"] for p in points],
+                           color=color[row.descriptor], marker="o", s=14, zorder=3)  # fmt: skip
+            ax.set_xlim(-0.03, 1.03)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(distance, fontsize=9)
+            ax.set_xlabel("recall (tp / (tp + fn))", fontsize=7)
+            ax.set_ylabel("precision (tp / (tp + fp))", fontsize=7)
+            ax.tick_params(labelsize=7)
+        handles = [Line2D([], [], color=color[d], linewidth=1.3) for d in descriptors]
+        handles.append(Line2D([], [], color="0.3", marker="o", linestyle="none", markersize=4))
+        figure.legend(
+            handles,
+            [*descriptors, "operating point (recall at a target precision)"],
+            loc="outside lower center",
+            ncols=3,
+            fontsize=7,
+            frameon=False,
+        )
+        figure.suptitle(title)
+    return figure
+
+
+def thumbnail(path, side: int = 256):
+    """An RGB thumbnail at most ``side`` pixels a side (decoded at a reduced scale
+    where the format allows: JPEG's ``draft``), or None when the file is missing."""
+    from PIL import Image
+
+    if not isinstance(path, str) or not Path(path).exists():
+        return None
+    with Image.open(path) as image:
+        image.draft("RGB", (side, side))
+        image = image.convert("RGB")
+        image.thumbnail((side, side))
+        return np.asarray(image)
+
+
+def failure_gallery_figure(rows: pd.DataFrame, side: int = 256):
+    """The hardest queries of the best float descriptor and the best hash
+    (:func:`risbench.failures.gallery_rows`): per query one row of thumbnails,
+    the query, its original and its closest false match, with their distances
+    and whether the query missed at the best radius. At most ``side`` pixels a
+    thumbnail, one row decoded at a time."""
+    title = "Hardest queries: query, its original, its closest false match"
+    if rows.empty:
+        return message_figure(title, "no per-query outcomes to show")
+    figure, axes = _grid(3 * len(rows), 3, 2.6, 2.5)
+    for i, row in enumerate(rows.itertuples()):
+        verdict = "missed" if row.missed else "found"
+        cells = (
+            (row.query_path, f"{row.descriptor} · {row.distance}\n{row.image_id} ({row.variant})"),
+            (row.original_path, f"original · d = {row.nearest_relevant_distance:.3g}\n"
+             f"{verdict} at r = {row.radius:.3g}"),
+            (row.false_match_path, f"closest false match · d = "
+             f"{row.nearest_nonrelevant_distance:.3g}\n{row.nearest_nonrelevant_image_id}"),
+        )  # fmt: skip
+        for ax, (path, label) in zip(axes[3 * i : 3 * i + 3], cells, strict=True):
+            image = thumbnail(path, side)
+            if image is None:
+                ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(image)
+            ax.set_axis_off()
+            ax.set_title(label, fontsize=7)
+    figure.suptitle(title)
+    return figure
+
+
 FAMILY_MARKERS = {"hash": "s", "features": "o", "compact": "^"}
 
 

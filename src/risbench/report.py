@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from risbench import figures, htmltable, ranking
+from risbench import failures, figures, htmltable, ranking
 from risbench.results import (
     FIGURES,
     PAPER_COLUMNS,
@@ -67,6 +67,8 @@ RESULT_COLUMNS = [
     "ranked",
     "histogram",
     "table",
+    "operating_points",
+    "queries_table",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -79,7 +81,9 @@ def results_frame(records) -> pd.DataFrame:
 
     ``variant`` is the modification of a ``single-{variant}`` protocol (else
     None); ``distances``, ``ranked`` and ``histogram`` hold the stats' blocks
-    (None when the engine left them empty); ``table`` is the per-radius table.
+    (None when the engine left them empty); ``table`` is the per-radius table;
+    ``operating_points`` the stats' list; ``queries_table`` the per-query
+    outcomes, when a record has a third element naming them (else None).
     """
     rows = [
         {
@@ -97,8 +101,10 @@ def results_frame(records) -> pd.DataFrame:
             "ranked": stats.ranked or None,
             "histogram": stats.histogram or None,
             "table": str(table),
+            "operating_points": stats.operating_points,
+            "queries_table": str(rest[0]) if rest and rest[0] else None,
         }
-        for stats, table in records
+        for stats, table, *rest in records
     ]
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     order = {name: i for i, name in enumerate(dict.fromkeys(frame["protocol"]))}
@@ -124,7 +130,7 @@ def load_results(run_indexes) -> pd.DataFrame:
             if job in seen:
                 raise ResultsError(f"{index_path}: {' '.join(job)} is also in {seen[job]}")
             seen[job] = index_path
-            records.append((stats, entry["table"]))
+            records.append((stats, entry["table"], entry.get("queries")))
     return results_frame(records)
 
 
@@ -148,12 +154,26 @@ def load_curves(results: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def load_pair_counts(results: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
+    """The per-radius tables of one protocol, stacked: descriptor, distance, radius
+    and the summed tp, fp, fn (the pooled precision-recall curve's counts)."""
+    columns = ["descriptor", "distance", "radius", "tp", "fp", "fn"]
+    frames = []
+    for row in results[results["protocol"] == protocol].itertuples():
+        sweep = pd.read_parquet(row.table, columns=columns[2:])
+        frames.append(sweep.assign(descriptor=row.descriptor, distance=row.distance)[columns])
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
 # The path below ``timings/`` of each stage's Snakemake benchmark files.
 TIMING_LAYOUTS = {
     "dataset": "dataset.tsv",
     "modify": "modify/{variant}.tsv",
     "hash": "hash/{variant}.tsv (every hash) or hash/{hash}/{variant}.tsv",
     "extract": "extract/{model}/{variant}.tsv",
+    "compress": "compress/{descriptor}.tsv",
     "benchmark": "benchmark/{descriptor}__{distance}.tsv or "
     "benchmark/{protocol}/{descriptor}__{distance}.tsv",
 }
@@ -175,6 +195,8 @@ def parse_timing_path(path: str | Path) -> dict:
         job["variant"] = rest[0]
     elif stage in ("hash", "extract") and len(rest) == 2:
         job["descriptor"], job["variant"] = rest
+    elif stage == "compress" and len(rest) == 1:  # one job per source descriptor
+        job["descriptor"] = rest[0]
     elif stage == "hash" and len(rest) == 1:  # one job hashes a variant with every hash
         job["variant"] = rest[0]
     elif stage == "benchmark" and len(rest) in (1, 2) and "__" in rest[-1]:
@@ -363,6 +385,59 @@ def ranked_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="_order")
 
 
+OPERATING_COLUMNS = ["target_precision", "reached", "radius", "precision", "recall"]
+
+
+def operating_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Recall at each target precision (pooled over pairs) and the radius that gives
+    it, per protocol, descriptor and distance (:mod:`risbench.operating`):
+    protocols in run order, then target, highest recall first, ties by name. A
+    target no radius reaches has ``reached`` false, recall 0 and no radius."""
+    columns = ["protocol", "descriptor", "distance", *OPERATING_COLUMNS]
+    rows = [
+        {
+            "protocol": row.protocol,
+            "descriptor": row.descriptor,
+            "distance": row.distance,
+            **{key: point[key] for key in OPERATING_COLUMNS},
+        }
+        for row in results.itertuples()
+        for point in row.operating_points or ()
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    order = {name: i for i, name in enumerate(dict.fromkeys(results["protocol"]))}
+    table["_order"] = table["protocol"].map(order)
+    table = table.sort_values(
+        ["_order", "target_precision", "recall", "descriptor", "distance"],
+        ascending=[True, True, False, True, True],
+        ignore_index=True,
+    )
+    return table.drop(columns="_order")
+
+
+def thresholds_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The radius to deploy, per descriptor and target precision, under the main
+    protocol (``all``): of the descriptor's distances, the one with the highest
+    recall at that target (ties: the higher best F1, then the name), with its
+    radius, pooled precision and recall; a target none of them reaches has
+    ``reached`` false, recall 0 and no distance. Descriptors by name, targets
+    ascending."""
+    columns = ["descriptor", "target_precision", "reached", "distance", "radius"]
+    columns += ["precision", "recall"]
+    points = operating_table(results[results["protocol"] == main_protocol(results)])
+    if points.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["protocol", "descriptor", "distance"]
+    points = points.merge(results[[*keys, "f1"]], on=keys, how="left")
+    points = points.sort_values(
+        ["descriptor", "target_precision", "reached", "recall", "f1", "distance"],
+        ascending=[True, True, False, False, False, True],
+    )
+    table = points.groupby(["descriptor", "target_precision"], sort=False).head(1).copy()
+    table.loc[~table["reached"].astype(bool), "distance"] = None
+    return table[columns].reset_index(drop=True)
+
+
 def timing_table(timings: pd.DataFrame) -> pd.DataFrame:
     """Wall time and peak memory per stage and per descriptor (per model for
     ``extract``): jobs, total and longest wall seconds, CPU seconds, largest
@@ -473,9 +548,16 @@ def summary_tables(
         "distances": distance_table(results, main_protocol(results)),
         "ranked": ranked_table(results),
         "timing": timing_table(timings),
+        "operating_points": operating_table(results),
+        "thresholds": thresholds_table(results),
+        "failures": failures.failures_table(results),
         "bytes_f1": bytes_f1_table(results),
     }
     return {name: tables[name] for name in TABLES}
+
+
+# The figures drawn from the catalog's images (left out without one).
+NEED_CATALOG = ("examples", "failure_gallery")
 
 
 def summary_figures(results, table4_single, catalog=None, robustness=False) -> dict:
@@ -490,9 +572,15 @@ def summary_figures(results, table4_single, catalog=None, robustness=False) -> d
         "f1_by_modification": lambda: figures.modification_bars_figure(table4_single),
         "distance_histograms": lambda: figures.distance_histogram_figure(results, protocol),
         "examples": lambda: figures.examples_figure(catalog),
+        "pr_curve": lambda: figures.pr_curve_figure(
+            results, load_pair_counts(results, protocol), protocol
+        ),
+        "failure_gallery": lambda: figures.failure_gallery_figure(
+            failures.gallery_rows(results, catalog)
+        ),
         "bytes_f1": lambda: figures.bytes_f1_figure(bytes_f1_table(results)),
     }
-    names = [name for name in FIGURES if catalog is not None or name != "examples"]
+    names = [name for name in FIGURES if catalog is not None or name not in NEED_CATALOG]
     if robustness:
         draw[ROBUSTNESS] = lambda: figures.robustness_figure(strength_curves(results))
         names.append(ROBUSTNESS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 # The paper's column names for its six modifications (Table 4), in its order;
@@ -36,13 +36,55 @@ PAPER_COLUMNS = {
 
 # Every summary writes these tables (``{name}.csv``, ``.md`` and ``.html``) and figures
 # (``{name}.png``); ``robustness`` only when :func:`wants_robustness`.
-TABLES = ("table3_all", "table4_single", "distances", "ranked", "timing", "bytes_f1")
-FIGURES = ("prf_radius", "f1_by_modification", "distance_histograms", "examples", "bytes_f1")
+TABLES = (
+    "table3_all",
+    "table4_single",
+    "distances",
+    "ranked",
+    "timing",
+    "operating_points",
+    "thresholds",
+    "failures",
+    "bytes_f1",
+)
+FIGURES = (
+    "prf_radius",
+    "pr_curve",
+    "f1_by_modification",
+    "distance_histograms",
+    "examples",
+    "failure_gallery",
+    "bytes_f1",
+)
 ROBUSTNESS = "robustness"
 # Each table's copies: every value (CSV), rounded (Markdown; HTML, the report's).
 TABLE_FORMATS = ("csv", "md", "html")
 
 BEST_KEYS = ("radius", "precision", "recall", "f1")
+# What a run index lists per protocol: "queries" is optional (screening jobs
+# write no per-query outcomes).
+RUN_KEYS = ("table", "stats", "queries")
+# The columns of a benchmark's per-query outcomes (risbench.outcomes writes them):
+# the query, its tp/fp/fn at the best radius, the 1-based rank of its first
+# relevant image (the query itself left out; null: none), and its nearest
+# relevant and nearest non-relevant index images (distance, image_id, variant).
+QUERY_COLUMNS = (
+    "image_id",
+    "variant",
+    "path",
+    "tp",
+    "fp",
+    "fn",
+    "first_relevant_rank",
+    "nearest_relevant_distance",
+    "nearest_relevant_image_id",
+    "nearest_relevant_variant",
+    "nearest_nonrelevant_distance",
+    "nearest_nonrelevant_image_id",
+    "nearest_nonrelevant_variant",
+)
+# One operating point of a stats file (risbench.operating makes them).
+OPERATING_KEYS = ("target_precision", "reached", "radius", "precision", "recall", "tp", "fp", "fn")
 SINGLE_PREFIX = "single-"
 
 
@@ -99,7 +141,9 @@ class BenchmarkStats:
     stored size (:func:`bytes_per_image`); ``best`` holds the radius with the
     best mean F1 and its radius, precision, recall, f1 (and fbeta, tp, fp, fn);
     ``distances``, ``ranked`` and ``histogram`` are the blocks of
-    :class:`risbench.metrics.SweepResult` (empty when not computed).
+    :class:`risbench.metrics.SweepResult` (empty when not computed);
+    ``operating_points``: per target precision, the pooled recall and the
+    radius that gives it (:func:`risbench.operating.operating_points`).
     """
 
     protocol: str
@@ -114,13 +158,22 @@ class BenchmarkStats:
     distances: dict
     ranked: dict
     histogram: dict
+    operating_points: list = field(default_factory=list)
 
     @classmethod
-    def from_sweep(cls, result, *, protocol, descriptor, distance, kind, dim, width, seconds):
+    def from_sweep(
+        cls, result, *, protocol, descriptor, distance, kind, dim, width, seconds, targets=None
+    ):
         """The stats of a :class:`risbench.metrics.SweepResult` of a descriptor of
-        ``kind`` with ``dim`` values or bits, stored in ``width`` columns."""
+        ``kind`` with ``dim`` values or bits, stored in ``width`` columns;
+        ``targets``: the target precisions of the operating points (default
+        :data:`risbench.operating.TARGET_PRECISIONS`)."""
+        from risbench import operating  # lazily: NumPy, only where a sweep is
+
         if result.distance != distance:
             raise ValueError(f"a sweep of distance {result.distance!r} given as {distance!r}")
+        targets = operating.TARGET_PRECISIONS if targets is None else targets
+        points = operating.operating_points(result.radii, result.tp, result.fp, result.fn, targets)
         return cls(
             protocol=protocol,
             descriptor=descriptor,
@@ -134,6 +187,7 @@ class BenchmarkStats:
             distances=result.distance_stats(),
             ranked=result.ranked(),
             histogram=result.histogram().to_dict(orient="list"),
+            operating_points=points,
         )
 
     @property
@@ -154,6 +208,11 @@ class BenchmarkStats:
         if not isinstance(data["best"], dict):
             raise ResultsError(f"{path}: benchmark stats key 'best' is not an object")
         _require(data["best"], BEST_KEYS, path, "benchmark stats", prefix="best.")
+        points = data["operating_points"]
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            raise ResultsError(f"{path}: benchmark stats key 'operating_points' is not a list")
+        for i, point in enumerate(points):
+            _require(point, OPERATING_KEYS, path, "benchmark stats", f"operating_points[{i}].")
         return cls(**{name: data[name] for name in names})
 
 
@@ -164,7 +223,9 @@ class BenchmarkStats:
 @dataclass
 class RunIndex:
     """The outputs of the benchmark job of one descriptor × distance:
-    ``protocols`` maps each protocol to ``{"table": path, "stats": path}``.
+    ``protocols`` maps each protocol to ``{"table": path, "stats": path}`` and,
+    where the job wrote them, ``"queries"``: its per-query outcomes
+    (:mod:`risbench.outcomes`).
 
     In the file, paths are relative to the index's folder (so a moved results
     folder still reads); :meth:`read` turns them back into paths usable from
@@ -181,7 +242,7 @@ class RunIndex:
     def write(self, path: str | Path) -> None:
         folder = Path(path).parent
         protocols = {
-            protocol: {key: os.path.relpath(entry[key], folder) for key in ("table", "stats")}
+            protocol: {key: os.path.relpath(entry[key], folder) for key in RUN_KEYS if key in entry}
             for protocol, entry in self.protocols.items()
         }
         data = {"descriptor": self.descriptor, "distance": self.distance, "protocols": protocols}
@@ -201,7 +262,8 @@ class RunIndex:
             _require(entry, ("table", "stats"), path, "run index", f"protocols.{protocol}.")
             protocols[protocol] = {
                 key: os.path.normpath(os.path.join(folder, entry[key]))
-                for key in ("table", "stats")
+                for key in RUN_KEYS
+                if key in entry
             }
         return cls(data["descriptor"], data["distance"], protocols)
 

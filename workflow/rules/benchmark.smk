@@ -1,6 +1,7 @@
 # One job per descriptor and distance: it reads the descriptor's stores once and
-# writes every protocol's table and stats (`all` and `distractors` from one
-# sweep), and a run index naming them for the summary.
+# writes every protocol's table, stats and per-query outcomes at the best radius
+# (`all` and `distractors` from one sweep), and a run index naming them for the
+# summary.
 rule benchmark:
     input:
         lists=[variant_list(v) for v in VARIANTS],
@@ -13,6 +14,10 @@ rule benchmark:
         ],
         stats=[
             benchmark_result(p, "{descriptor}", "{distance}", "json")
+            for p in PROTOCOLS
+        ],
+        queries=[
+            benchmark_result(p, "{descriptor}", "{distance}", "queries.parquet")
             for p in PROTOCOLS
         ],
         run=run_index("{descriptor}", "{distance}"),
@@ -36,7 +41,9 @@ rule benchmark:
         + named_args("store", VARIANTS, input.stores),
         outputs=lambda w, output: named_args("table", PROTOCOLS, output.tables)
         + " "
-        + named_args("stats", PROTOCOLS, output.stats),
+        + named_args("stats", PROTOCOLS, output.stats)
+        + " "
+        + named_args("queries", PROTOCOLS, output.queries),
     shell:
         "risbench benchmark --descriptor {wildcards.descriptor} --distance {wildcards.distance}"
         " {params.inputs} --spec {params.spec:q} {params.outputs}"

@@ -30,6 +30,11 @@ REPORT_TITLES = {
     "prf_radius": "3. Precision, recall, F1 against radius (Figs. 5-7)",
     "distance_histograms": "4. Distance distributions",
     "robustness": "5. Robustness to modification strength",
+    "operating_points": "6. Operating points: recall at fixed precision",
+    "thresholds": "7. Thresholds to deploy per descriptor",
+    "failures": "8. Failures: queries that miss their original",
+    "pr_curve": "3b. Precision-recall curves",
+    "failure_gallery": "6. Failure gallery: hardest queries",
     "bytes_f1": "9. Best F1 against bytes per image",
 }
 

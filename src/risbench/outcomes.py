@@ -1,0 +1,229 @@
+"""Per-query outcomes at a radius (issue 12, "Per-image outcomes and failures"):
+per query, its tp, fp and fn, the rank of its first relevant image, and its
+nearest relevant and nearest non-relevant index images.
+
+The same distances and rules as the sweep (:func:`risbench.metrics.sweep`), so
+that the per-query counts summed over the queries are the sweep's table at that
+radius: the distance tiles of :mod:`risbench.distance` (prepared matrices,
+fixed matrix-product blocks, bit-identical rows at exactly 0), a pair retrieved
+when its raw distance is at most the radius's limit
+(:class:`risbench.binning.Binner`), relevance from
+:func:`risbench.metrics.relevant_pairs`, and the query's own index row
+retrieved and relevant unless ``exclude_self`` (then neither). Ranks and
+nearest images leave the query itself out, as the ranked metrics do; at equal
+distance a non-relevant image ranks before a relevant one (the ranked
+metrics' pessimistic order), so the first relevant image's rank is 1 + the
+non-relevant images at most as far; the nearest image of a kind is the first
+in index order among equals.
+
+Memory: the prepared index, one tile of distances of at most ``tile_mb``
+(the sweep's bound), and a float64 copy of at most :data:`CHUNK_ELEMENTS` of
+it on the CPU (a whole tile on a GPU), plus O(queries × radii) results.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from risbench import binning, metrics, protocols
+from risbench import distance as dist
+from risbench.results import QUERY_COLUMNS
+
+log = logging.getLogger("risbench")
+
+CHUNK_ELEMENTS = 2**18  # distances per float64 scratch copy on the CPU (2 MiB)
+
+
+def query_outcomes(
+    index,
+    index_groups,
+    queries,
+    query_groups,
+    distance: str,
+    at,
+    *,
+    bits: int | None = None,
+    query_self=None,
+    exclude_self: bool = False,
+    tile_mb: float = 256,
+    device: str = "auto",
+) -> dict[str, np.ndarray]:
+    """Outcomes of ``queries`` against ``index`` (the arguments of
+    :func:`risbench.metrics.sweep`) at each radius of ``at``.
+
+    Returns per query: ``tp``, ``fp``, ``fn`` (int64, one column per radius of
+    ``at``); ``first_relevant_rank`` (1-based, 0: no relevant image other than
+    the query); ``nearest_relevant`` and ``nearest_nonrelevant`` (distance, NaN:
+    none) with ``*_index`` (the index row, -1: none)."""
+    xp = dist.array_module(device)
+    qp, ip = dist.prepare_pair(queries, index, distance, bits=bits, xp=xp)
+    nq, n = qp.n, ip.n
+    rows, cols = metrics.relevant_pairs(index_groups, query_groups, query_self)
+    query_self = np.full(nq, -1) if query_self is None else np.asarray(query_self, np.int64)
+    ptr = np.searchsorted(rows, np.arange(nq + 1))
+    limits = [_limit(r, distance, ip.bits) for r in np.atleast_1d(np.asarray(at, np.float64))]
+    out = _empty(nq, len(limits))
+    raw = np.dtype(dist.raw_dtype(distance, ip.bits))
+    tile_rows = min(dist.tile_rows_for(n, tile_mb, raw.itemsize), dist.kernel_rows(n, xp))
+    ident = dist.identical_pairs(qp.host, ip.host)
+    step = max(1, CHUNK_ELEMENTS // max(n, 1)) if dist.is_numpy(xp) else tile_rows
+    for start, stop, tile in dist.iter_raw_tiles(qp, ip, tile_rows, ident):
+        for a in range(0, stop - start, step):
+            b = min(stop - start, a + step)
+            chunk = _Chunk(tile[a:b], start + a, start + b, rows, cols, ptr, query_self, xp)
+            chunk.score(out, limits, exclude_self)
+    scale = float(ip.bits) if distance == "hamming" else 1.0
+    out["nearest_relevant"] /= scale
+    out["nearest_nonrelevant"] /= scale
+    return out
+
+
+def _limit(radius: float, distance: str, bits: int | None) -> float:
+    """The largest raw distance retrieved at ``radius`` (the sweep's rule)."""
+    binner = binning.Binner(np.array([radius]), distance, bits, np)
+    return float(binner.limit[0])
+
+
+def _empty(nq: int, k: int) -> dict[str, np.ndarray]:
+    return {
+        "tp": np.zeros((nq, k), np.int64),
+        "fp": np.zeros((nq, k), np.int64),
+        "fn": np.zeros((nq, k), np.int64),
+        "first_relevant_rank": np.zeros(nq, np.int64),
+        "nearest_relevant": np.full(nq, np.nan),
+        "nearest_relevant_index": np.full(nq, -1, np.int64),
+        "nearest_nonrelevant": np.full(nq, np.nan),
+        "nearest_nonrelevant_index": np.full(nq, -1, np.int64),
+    }
+
+
+class _Chunk:
+    """Query rows q0:q1 of a distance tile (``x``, raw units, on ``xp``) and their
+    relevant pairs (other than the query itself) and self pairs."""
+
+    def __init__(self, x, q0, q1, rows, cols, ptr, query_self, xp):
+        self.x, self.q0, self.q1, self.xp = x, q0, q1, xp
+        p0, p1 = int(ptr[q0]), int(ptr[q1])
+        self.rr, self.rc = rows[p0:p1] - q0, cols[p0:p1]
+        own = query_self[q0:q1]
+        self.sr = np.flatnonzero(own >= 0)
+        self.sc = own[self.sr]
+        self.rx = dist.to_numpy(x[xp.asarray(self.rr), xp.asarray(self.rc)]).astype(np.float64)
+        self.sx = dist.to_numpy(x[xp.asarray(self.sr), xp.asarray(self.sc)]).astype(np.float64)
+
+    def score(self, out, limits, exclude_self: bool) -> None:
+        m = self.q1 - self.q0
+        nrel = np.bincount(self.rr, minlength=m)
+        has_self = np.zeros(m, bool)
+        has_self[self.sr] = True
+        for k, limit in enumerate(limits):
+            retrieved = dist.to_numpy((self.x <= limit).sum(axis=1)).astype(np.int64)
+            tp = np.bincount(self.rr[self.rx <= limit], minlength=m)
+            self_hit = np.zeros(m, bool)
+            self_hit[self.sr] = self.sx <= limit
+            if exclude_self:  # the query's own row: neither retrieved nor relevant
+                retrieved -= self_hit
+                relevant = nrel
+            else:
+                tp = tp + self_hit
+                relevant = nrel + has_self
+            out["tp"][self.q0 : self.q1, k] = tp
+            out["fp"][self.q0 : self.q1, k] = retrieved - tp
+            out["fn"][self.q0 : self.q1, k] = relevant - tp
+        self._nearest(out)
+
+    def _nearest(self, out) -> None:
+        """Nearest relevant (from the pairs), nearest non-relevant (the rows with
+        the relevant and self pairs hidden) and the first relevant's rank."""
+        xp, m, sl = self.xp, self.q1 - self.q0, slice(self.q0, self.q1)
+        near = np.full(m, np.nan)
+        if self.rr.size:
+            order = np.lexsort((self.rc, self.rx, self.rr))  # per query: nearest, then index
+            first = order[np.r_[True, self.rr[order][1:] != self.rr[order][:-1]]]
+            near[self.rr[first]] = self.rx[first]
+            out["nearest_relevant_index"][sl][self.rr[first]] = self.rc[first]
+        out["nearest_relevant"][sl] = near
+        hidden = self.x.astype(np.float64)
+        hidden[xp.asarray(self.rr), xp.asarray(self.rc)] = np.inf
+        hidden[xp.asarray(self.sr), xp.asarray(self.sc)] = np.inf
+        col = hidden.argmin(axis=1)
+        value = dist.to_numpy(hidden[xp.arange(m), col])
+        found = np.isfinite(value)
+        out["nearest_nonrelevant"][sl] = np.where(found, value, np.nan)
+        out["nearest_nonrelevant_index"][sl] = np.where(found, dist.to_numpy(col), -1)
+        # NaN compares false: queries without a relevant image count nothing
+        before = dist.to_numpy((hidden <= xp.asarray(near)[:, None]).sum(axis=1))
+        out["first_relevant_rank"][sl] = np.where(np.isnan(near), 0, before + 1)
+
+
+def protocol_outcomes(
+    catalog: pd.DataFrame,
+    matrices: dict,
+    radii: dict[str, float],
+    distance: str,
+    *,
+    bits: int | None = None,
+    exclude_self: bool = False,
+    tile_mb: float = 256,
+    device: str = "auto",
+) -> dict[str, pd.DataFrame]:
+    """Per protocol of ``radii`` (protocol → its best radius), the per-query
+    outcomes frame (:data:`risbench.results.QUERY_COLUMNS`, one row per query
+    in the protocol's query order). ``all`` and ``distractors`` come out of one
+    pass over ``distractors``' queries (``all``'s are its first ones, against
+    the same index, so their distances are the same)."""
+    names = list(radii)
+    shared = {"all", "distractors"} <= set(names)
+    out = {}
+    for name in names:
+        if shared and name == "all":
+            continue
+        at = [radii["all"], radii[name]] if shared and name == "distractors" else [radii[name]]
+        inputs = protocols.sweep_inputs(catalog, matrices, name, distance, bits=bits)
+        inputs.pop("radii")  # the sweep's grid: not needed here
+        found = query_outcomes(
+            **inputs,
+            distance=distance,
+            at=at,
+            exclude_self=exclude_self,
+            tile_mb=tile_mb,
+            device=device,
+        )
+        chosen = protocols.select(catalog, name)
+        out[name] = frame(found, len(at) - 1, catalog, chosen["index"], chosen["queries"])
+        if len(at) == 2:
+            first = protocols.select(catalog, "all")["queries"]
+            if not np.array_equal(first, chosen["queries"][: len(first)]):
+                raise ValueError("protocol all's queries are not distractors' first queries")
+            rows = slice(0, len(first))
+            out["all"] = frame(found, 0, catalog, chosen["index"], chosen["queries"], rows)
+    return {name: out[name] for name in names}
+
+
+def frame(found: dict, k: int, catalog, index_pos, query_pos, rows=slice(None)) -> pd.DataFrame:
+    """The outcomes at radius ``k`` of :func:`query_outcomes` as a table of
+    :data:`risbench.results.QUERY_COLUMNS` (``rows``: those queries only);
+    ``index_pos``, ``query_pos``: the catalog rows of the index and queries."""
+    image_id = catalog["image_id"].to_numpy()
+    variant = catalog["variant"].to_numpy()
+    queries = np.asarray(query_pos)[rows]
+    table = {
+        "image_id": image_id[queries],
+        "variant": variant[queries],
+        "path": catalog["path"].to_numpy()[queries],
+        "tp": found["tp"][rows, k],
+        "fp": found["fp"][rows, k],
+        "fn": found["fn"][rows, k],
+        "first_relevant_rank": pd.array(found["first_relevant_rank"][rows], dtype="Int64"),
+    }
+    table["first_relevant_rank"][table["first_relevant_rank"] == 0] = pd.NA
+    for kind in ("relevant", "nonrelevant"):
+        at = found[f"nearest_{kind}_index"][rows]
+        rows_at = np.asarray(index_pos)[np.maximum(at, 0)]
+        table[f"nearest_{kind}_distance"] = found[f"nearest_{kind}"][rows]
+        table[f"nearest_{kind}_image_id"] = np.where(at >= 0, image_id[rows_at], None)
+        table[f"nearest_{kind}_variant"] = np.where(at >= 0, variant[rows_at], None)
+    return pd.DataFrame(table, columns=list(QUERY_COLUMNS))

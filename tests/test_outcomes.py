@@ -1,0 +1,231 @@
+"""Per-query outcomes (risbench.outcomes) against a brute-force loop and against the
+sweep's own table; the failures table on a hand-made case; the target-precision
+default is the schema's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_protocols import catalog_of
+
+from risbench import distance, failures, operating, outcomes, protocols, report
+from risbench.results import QUERY_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def brute(d, ig, qg, query_self, radius, exclude_self):
+    """Per query, from the full distance matrix ``d`` (float64) and the group labels:
+    tp, fp, fn at ``radius``; rank of the first relevant other image (ties:
+    non-relevant first, then index); nearest relevant and non-relevant (first
+    index among equals). Written as loops, independently of the module."""
+    rows = []
+    for q in range(d.shape[0]):
+        own = query_self[q]
+        relevant = ig == qg[q]
+        retrieved = d[q] <= radius
+        if exclude_self and own >= 0:
+            relevant = relevant.copy()
+            retrieved = retrieved.copy()
+            relevant[own] = retrieved[own] = False
+        tp = int((relevant & retrieved).sum())
+        ranked = sorted((d[q, i], bool(ig[i] == qg[q]), i) for i in range(d.shape[1]) if i != own)
+        rank = next((j + 1 for j, (_, rel, _) in enumerate(ranked) if rel), None)
+        near_rel = next(((v, i) for v, rel, i in sorted(ranked) if rel), (np.nan, -1))
+        near_non = next(((v, i) for v, rel, i in sorted(ranked) if not rel), (np.nan, -1))
+        rows.append(
+            (tp, int(retrieved.sum()) - tp, int(relevant.sum()) - tp, rank, *near_rel, *near_non)
+        )
+    return rows
+
+
+def problem(kind, seed):
+    """Random index and queries in a few groups, some rows repeated (distance 0
+    ties), queries partly in the index (query_self) and partly not."""
+    rng = np.random.default_rng(seed)
+    n, extra = 40, 9
+    ig = rng.integers(0, 6, n)
+    if kind == "hamming":
+        index = rng.integers(0, 256, (n, 2), dtype=np.uint8)  # 16 bits: many ties
+        others = rng.integers(0, 256, (extra, 2), dtype=np.uint8)
+    else:
+        index = rng.standard_normal((n, 5)).astype(np.float32)
+        others = rng.standard_normal((extra, 5)).astype(np.float32)
+    index[7] = index[3]  # identical rows
+    queries = np.concatenate([index[:25], others])
+    qg = np.concatenate([ig[:25], rng.integers(0, 6, extra - 2), [6, 7]])  # 6, 7: no relevant
+    query_self = np.concatenate([np.arange(25), np.full(extra, -1)])
+    return index, ig, queries, qg, query_self
+
+
+@pytest.mark.parametrize("kind", ["hamming", "cosine", "euclidean"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_outcomes_equal_a_brute_force_loop(kind, exclude_self):
+    index, ig, queries, qg, query_self = problem(kind, seed=3)
+    bits = 16 if kind == "hamming" else None
+    d = distance.pairwise(queries, index, kind, bits=bits).astype(np.float64)
+    # radii: a grid value (hamming: k/bits) and a value between computed distances
+    at = [5 / 16, 7 / 16] if kind == "hamming" else [float(np.quantile(d, 0.1)), 0.5]
+    found = outcomes.query_outcomes(
+        index, ig, queries, qg, kind, at, bits=bits, query_self=query_self,
+        exclude_self=exclude_self, tile_mb=0.001, device="cpu",
+    )  # fmt: skip
+    for k, radius in enumerate(at):
+        expected = brute(d, ig, qg, query_self, radius, exclude_self)
+        got = zip(found["tp"][:, k], found["fp"][:, k], found["fn"][:, k], strict=True)
+        assert [tuple(int(v) for v in row) for row in got] == [e[:3] for e in expected]
+    rank = [r if r else None for r in found["first_relevant_rank"]]
+    assert rank == [e[3] for e in expected]
+    np.testing.assert_array_equal(found["nearest_relevant"], [e[4] for e in expected])
+    np.testing.assert_array_equal(found["nearest_relevant_index"], [e[5] for e in expected])
+    np.testing.assert_array_equal(found["nearest_nonrelevant"], [e[6] for e in expected])
+    np.testing.assert_array_equal(found["nearest_nonrelevant_index"], [e[7] for e in expected])
+    assert (found["first_relevant_rank"][25:] == 0).any()  # a query with nothing relevant
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_per_query_sums_are_the_sweeps_table_at_the_best_radius(binary, exclude_self):
+    catalog, matrices = catalog_of(6, 3, 4 if binary else 8, binary=binary, seed=5)
+    metric = "hamming" if binary else "cosine"
+    names = ["all", "distractors", "single-blur", "single-original"]
+    options = {"exclude_self": exclude_self, "tile_mb": 0.01, "device": "cpu"}
+    swept = protocols.run_many(catalog, matrices, names, metric, **options)
+    best = {name: result.best()["radius"] for name, result in swept.items()}
+    frames = outcomes.protocol_outcomes(catalog, matrices, best, metric, **options)
+    assert list(frames) == names
+    for name, result in swept.items():
+        frame = frames[name]
+        assert list(frame.columns) == list(QUERY_COLUMNS)
+        assert len(frame) == result.queries
+        row = result.table().set_index("radius").loc[best[name]]
+        assert [int(frame[c].sum()) for c in ("tp", "fp", "fn")] == [
+            row.tp,
+            row.fp,
+            row.fn,
+        ], name
+    queries = protocols.select(catalog, "distractors")["queries"]
+    assert frames["distractors"]["image_id"].tolist() == catalog["image_id"][queries].tolist()
+    distractor = frames["distractors"][frames["distractors"]["image_id"].str.startswith("d")]
+    assert distractor["nearest_relevant_image_id"].isna().all()
+    assert distractor["first_relevant_rank"].isna().all()
+    blur = frames["single-blur"]  # its one relevant image is its original
+    assert (blur["nearest_relevant_image_id"] == blur["image_id"]).all()
+    assert (blur["nearest_relevant_variant"] == "original").all()
+
+
+def test_target_precision_default_is_the_schemas():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    key = schema["properties"]["benchmark"]["properties"]["target_precisions"]
+    assert tuple(key["default"]) == operating.TARGET_PRECISIONS
+
+
+# --------------------------------------------------------------------------------------
+# the failures table
+
+
+def _outcome(image_id, variant, fn, near, false_id, rank=None):
+    return {
+        "image_id": image_id,
+        "variant": variant,
+        "path": f"{variant}/{image_id}.png",
+        "tp": 1 - fn,
+        "fp": 1 if fn else 0,
+        "fn": fn,
+        "first_relevant_rank": rank,
+        "nearest_relevant_distance": near,
+        "nearest_relevant_image_id": image_id,
+        "nearest_relevant_variant": "original",
+        "nearest_nonrelevant_distance": 0.2,
+        "nearest_nonrelevant_image_id": false_id,
+        "nearest_nonrelevant_variant": "original",
+    }
+
+
+def test_failures_table_by_hand(tmp_path):
+    """Two descriptors (h at two distances), single-blur and single-rotate: the
+    missed queries, hardest first, at most ``top`` per group, each descriptor at
+    its best distance (Table 3: protocol all)."""
+    cases = {
+        ("single-blur", "h", "hamming"): [
+            _outcome("a", "blur", 1, 0.30, "c", 3),
+            _outcome("b", "blur", 0, 0.05, "a", 1),
+            _outcome("c", "blur", 1, 0.45, "b", 2),
+            _outcome("e", "blur", 1, 0.35, "a", 2),
+        ],
+        ("single-rotate", "h", "hamming"): [_outcome("a", "rotate", 0, 0.1, "b", 1)],
+        ("single-blur", "h", "rv"): [_outcome("a", "blur", 1, 0.9, "b", 5)],
+        ("single-blur", "f", "cosine"): [_outcome("b", "blur", 1, 0.2, "a", 2)],
+    }
+    rows = []
+    for (protocol, descriptor, metric), records in cases.items():
+        path = tmp_path / f"{protocol}_{descriptor}_{metric}.parquet"
+        pd.DataFrame(records, columns=list(QUERY_COLUMNS)).to_parquet(path)
+        rows.append(_result(protocol, descriptor, metric, 0.5, path))
+    # protocol all decides the best distance: h·hamming (0.7) over h·rv (0.6); f best
+    rows += [_result("all", "h", "hamming", 0.7), _result("all", "h", "rv", 0.6)]
+    rows += [_result("all", "f", "cosine", 0.9)]
+    table = failures.failures_table(pd.DataFrame(rows), top=2)
+    got = table[["descriptor", "distance", "variant", "image_id", "missed", "queries"]]
+    assert got.values.tolist() == [
+        ["f", "cosine", "blur", "b", 1, 1],
+        ["h", "hamming", "blur", "c", 3, 4],  # 0.45 before 0.35; a (0.30) cut by top=2
+        ["h", "hamming", "blur", "e", 3, 4],
+    ]
+    assert table["false_match_image_id"].tolist() == ["a", "b", "a"]
+    assert table["first_relevant_rank"].tolist() == [2, 2, 2]
+
+
+def _result(protocol, descriptor, metric, f1, queries=None):
+    variant = protocol.removeprefix("single-") if protocol.startswith("single-") else None
+    return {
+        "protocol": protocol,
+        "variant": variant,
+        "descriptor": descriptor,
+        "distance": metric,
+        "kind": "float" if metric == "cosine" else "binary",
+        "radius": 0.25,
+        "f1": f1,
+        "queries_table": None if queries is None else str(queries),
+    }
+
+
+def test_failures_table_without_outcomes_is_empty():
+    rows = pd.DataFrame([_result("all", "h", "hamming", 0.7)])
+    assert failures.failures_table(rows).empty
+    assert list(failures.failures_table(rows).columns) == failures.FAILURE_COLUMNS
+
+
+def test_thresholds_pick_the_distance_with_the_most_recall_at_each_target():
+    def point(target, recall, radius):
+        reached = recall > 0
+        return {
+            "target_precision": target,
+            "reached": reached,
+            "radius": radius if reached else None,
+            "precision": target if reached else None,
+            "recall": recall,
+        }
+
+    rows = pd.DataFrame(
+        [
+            {**_result("all", "h", "hamming", 0.7), "operating_points": [point(0.9, 0.5, 0.1),
+             point(0.99, 0.0, None)]},
+            {**_result("all", "h", "rv", 0.6), "operating_points": [point(0.9, 0.6, 0.2),
+             point(0.99, 0.0, None)]},
+            {**_result("single-blur", "h", "rv", 0.6), "operating_points": [point(0.9, 1.0, 0.3),
+             point(0.99, 1.0, 0.3)]},
+        ]
+    )  # fmt: skip
+    table = report.thresholds_table(rows)
+    columns = ["descriptor", "target_precision", "reached", "distance", "radius"]
+    assert table[columns].iloc[0].tolist() == ["h", 0.9, True, "rv", 0.2]  # recall 0.6 > 0.5
+    # 0.99: reached under single-blur only, not under all: no distance to deploy
+    assert table[columns[:3]].iloc[1].tolist() == ["h", 0.99, False]
+    assert table[["distance", "radius"]].iloc[1].isna().all() and len(table) == 2
+    every = report.operating_table(rows)
+    assert len(every) == 6 and every["protocol"].tolist()[:4] == ["all"] * 4

@@ -279,6 +279,13 @@ def test_pairs_rejects_empty_folders_and_a_split(tmp_path):
     spec = make_pairs(tmp_path / "set2") | {"distractors": 2}
     with pytest.raises(risbench_config.ConfigError, match=r"dataset.distractors = 2: not for"):
         risbench_config.check(config_for(spec, modifications=[]))
+    spec = make_pairs(tmp_path / "set3")
+    stages = {"stages": [{"bases": 2, "top_k": 1}]}
+    with pytest.raises(risbench_config.ConfigError, match=r"screening.stages: not for"):
+        risbench_config.check(config_for(spec, modifications=[], screening=stages))
+    codes = {"mobilenet_v2_features_avg_norm_none": ["pca-4"]}
+    with pytest.raises(risbench_config.ConfigError, match=r"compress: not for"):
+        risbench_config.check(config_for(spec, modifications=[], compress=codes))
 
 
 def brute_force_sets(d, index_groups, query_sets, radii):

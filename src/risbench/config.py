@@ -371,10 +371,14 @@ def _check_pairs(dataset: dict) -> None:
 
 def _check_dataset_variants(config: dict) -> None:
     """A data set's own variant names are safe names that no other variant has; a
-    pairs data set is not screened (a stage keeps the first bases, and a query's
-    references need not be among them)."""
-    if config["dataset"]["source"] == "pairs" and (config.get("screening") or {}).get("stages"):
-        raise ConfigError("screening.stages: not for dataset.source 'pairs'")
+    pairs data set is neither screened (a stage keeps the first bases) nor split for
+    ``compress`` (the split holds out base groups): a query's references need not be
+    among the bases kept."""
+    if config["dataset"]["source"] == "pairs":
+        if (config.get("screening") or {}).get("stages"):
+            raise ConfigError("screening.stages: not for dataset.source 'pairs'")
+        if training_split(config) is not None:  # it would hold out references queries name
+            raise ConfigError("compress: not for dataset.source 'pairs' (yet)")
     own = dataset_variants(config)
     for name in own:
         _safe(name, f"dataset.folder: variant folder '{name}'")

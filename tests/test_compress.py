@@ -420,3 +420,19 @@ def test_workflow_plans_one_compress_job_and_benchmarks_every_code(tmp_path):
     assert counts["benchmark"] == 9
     assert '"training_split": {"distractors": true, "seed": 0, "share": 0.5}' in done.stdout
     assert "--output mobilenet_v2_features_avg__pq2/rotate=" in done.stdout
+
+
+def test_compress_timing_files_name_their_source_descriptor():
+    job = report.parse_timing_path("results/timings/compress/mobilenet_v2_features_max.tsv")
+    assert (job["stage"], job["descriptor"]) == ("compress", "mobilenet_v2_features_max")
+    assert report.STAGES.index("compress") == report.STAGES.index("benchmark") - 1
+    # a compact code's benchmark timing splits at its last "__"
+    job = report.parse_timing_path("results/timings/benchmark/feat__itq64__hamming.tsv")
+    assert (job["descriptor"], job["distance"]) == ("feat__itq64", "hamming")
+
+
+def test_compress_command_refuses_an_output_without_its_variant():
+    from risbench import cli
+
+    with pytest.raises(SystemExit, match="expected NAME/VARIANT=PATH, got 'feat__lsh64=x.zarr'"):
+        cli.main(["compress", "--source", "feat", "--spec", "{}", "--output", "feat__lsh64=x.zarr"])

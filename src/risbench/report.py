@@ -46,7 +46,7 @@ TABLE3_COLUMNS = [
     "f1",
     "bytes_per_image",
 ]
-STAGES = ("dataset", "modify", "hash", "extract", "benchmark")
+STAGES = ("dataset", "modify", "hash", "extract", "compress", "benchmark")
 TIMING_COLUMNS = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_seconds"}
 
 RESULT_COLUMNS = [
@@ -174,6 +174,7 @@ TIMING_LAYOUTS = {
     "hash": "hash/{variant}.tsv (every hash) or hash/{hash}/{variant}.tsv",
     "extract": "extract/{model}/{variant}.tsv",
     "compress": "compress/{descriptor}.tsv",
+    "compress": "compress/{descriptor}.tsv",
     "benchmark": "benchmark/{descriptor}__{distance}.tsv or "
     "benchmark/{protocol}/{descriptor}__{distance}.tsv",
 }
@@ -195,6 +196,8 @@ def parse_timing_path(path: str | Path) -> dict:
         job["variant"] = rest[0]
     elif stage in ("hash", "extract") and len(rest) == 2:
         job["descriptor"], job["variant"] = rest
+    elif stage == "compress" and len(rest) == 1:  # one job per source descriptor
+        job["descriptor"] = rest[0]
     elif stage == "compress" and len(rest) == 1:  # one job per source descriptor
         job["descriptor"] = rest[0]
     elif stage == "hash" and len(rest) == 1:  # one job hashes a variant with every hash

@@ -9,6 +9,9 @@ COMPRESS_METHODS = {
     for source, specs in risbench_compress.sources(config).items()
 }
 
+# The jobs' Snakemake benchmark files (the summary's timing table reads them).
+COMPRESS_TIMINGS = [f"results/timings/compress/{source}.tsv" for source in COMPRESS_METHODS]
+
 for compress_source, compress_methods in COMPRESS_METHODS.items():
     compress_outputs = [
         (f"{name}/{variant}", store(name, variant))
@@ -28,7 +31,7 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
         log:
             f"logs/compress/{compress_source}.log",
         benchmark:
-            f"results/timings/compress/{compress_source}.tsv"
+            COMPRESS_TIMINGS[list(COMPRESS_METHODS).index(compress_source)]
         conda:
             "../envs/risbench.yaml"
         resources:

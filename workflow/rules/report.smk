@@ -16,6 +16,7 @@ for model_key in config["models"]:
     TIMING_FILES += expand(
         getattr(rules, f"extract_{model_key}").benchmark, variant=VARIANTS
     )
+TIMING_FILES += COMPRESS_TIMINGS
 TIMING_FILES += [benchmark_timing(*pair) for pair in all_pairs()]
 
 # What the report's result lists show (sorted by this label), per output name.

@@ -174,7 +174,6 @@ TIMING_LAYOUTS = {
     "hash": "hash/{variant}.tsv (every hash) or hash/{hash}/{variant}.tsv",
     "extract": "extract/{model}/{variant}.tsv",
     "compress": "compress/{descriptor}.tsv",
-    "compress": "compress/{descriptor}.tsv",
     "benchmark": "benchmark/{descriptor}__{distance}.tsv or "
     "benchmark/{protocol}/{descriptor}__{distance}.tsv",
 }
@@ -196,8 +195,6 @@ def parse_timing_path(path: str | Path) -> dict:
         job["variant"] = rest[0]
     elif stage in ("hash", "extract") and len(rest) == 2:
         job["descriptor"], job["variant"] = rest
-    elif stage == "compress" and len(rest) == 1:  # one job per source descriptor
-        job["descriptor"] = rest[0]
     elif stage == "compress" and len(rest) == 1:  # one job per source descriptor
         job["descriptor"] = rest[0]
     elif stage == "hash" and len(rest) == 1:  # one job hashes a variant with every hash

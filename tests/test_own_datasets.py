@@ -437,3 +437,22 @@ def test_pairs_keep_duplicate_references_and_skip_bad_queries(tmp_path):
     assert "q_bad" not in queries.index
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv").set_index("path")
     assert str(Path(spec["queries"]) / "q_bad.jpg") in skipped.index
+
+
+# ------------------------------------------------------------------------ the workflow
+
+
+@pytest.mark.parametrize("name", ["variants", "pairs"])
+def test_dry_run_of_the_test_configs(tmp_path, name):
+    """The .test configs plan a dataset job that writes the data set's own variants,
+    and a modify job for risbench's own modifications only."""
+    from workflow_copy import copy_workflow, load_test_config, scheduled, snakemake
+
+    workdir = copy_workflow(tmp_path / "wf", load_test_config(name))
+    (workdir / name).symlink_to(ROOT / ".test" / name)
+    jobs = scheduled(workdir)
+    variants = {"variants": 1 + 3 + 1, "pairs": 2}[name]  # original, its own, made ones
+    assert jobs["dataset"] == 1 and jobs["modify"] == {"variants": 1, "pairs": 0}[name]
+    assert jobs["hash"] == variants
+    plan = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
+    assert "--variants-root results/images" in plan

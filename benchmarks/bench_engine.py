@@ -5,13 +5,16 @@ protocol ``all``: every row is a query and in the index) it times, in one run
 and on the same data:
 
 - ``engine``: :func:`risbench.metrics.sweep` (every metric, one pass);
-- ``gemm``: the bare float32 matrix products of the same blocks (the floor of
-  any exact cosine sweep; float descriptors only);
+- ``floor``: for float descriptors the bare float32 matrix products of the
+  same blocks (the floor of any exact cosine sweep); for binary codes a bare
+  NumPy XOR + ``np.bitwise_count`` over the same pairs (one thread, in
+  cache-sized chunks, the counts summed over words);
 - ``naive``: per tile, for each radius, the retrieval mask recomputed from the
   full distance tile (distances computed once per tile, then one pass per
   radius) — what "one pass for all radii" avoids.
 
-and prints engine/gemm and naive/engine. With ``--distractors M`` it also
+and prints engine/floor, naive/engine and, for the default grid, the engine's
+cost beyond the floor in ns per pair (engine − floor) / n². With ``--distractors M`` it also
 times protocols ``all`` and ``distractors`` (M extra queries, never indexed)
 as one shared sweep (``metrics.sweep(..., query_sets=...)``) against two
 separate sweeps. Absolute times depend on the machine (and on what else runs
@@ -33,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+from risbench import cpukernels, metrics  # noqa: E402
 from risbench import distance as dist  # noqa: E402
-from risbench import metrics  # noqa: E402
 
 
 def clustered_floats(n: int, d: int, variants: int = 6, noise: float = 2.5, seed: int = 0):
@@ -87,6 +90,27 @@ def time_gemm(x):
         else:
             pad[: stop - start] = qp.data[start:stop]
             np.matmul(pad, ip.data.T, out=out)
+    return time.perf_counter() - t0
+
+
+def time_popcount(x, bits):
+    """A bare NumPy XOR + bitwise_count over every pair (the engine's words)."""
+    qp, ip = dist.prepare_pair(x, x, "hamming", bits=bits, xp=np)
+    n, words = qp.data.shape
+    rows = max(1, 2**17 // n)
+    tmp = np.empty((rows, n), dtype=np.uint64)
+    cnt = np.empty((rows, n), dtype=np.uint8)
+    acc = np.empty((rows, n), dtype=np.uint16)
+    t0 = time.perf_counter()
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        for w in range(words):
+            np.bitwise_xor(qp.data[a:b, w, None], ip.words_t[w][None, :], out=tmp[: b - a])
+            np.bitwise_count(tmp[: b - a], out=cnt[: b - a])
+            if w == 0:
+                acc[: b - a] = cnt[: b - a]
+            else:
+                acc[: b - a] += cnt[: b - a]
     return time.perf_counter() - t0
 
 
@@ -193,27 +217,26 @@ def bench(args, distance: str, n: int, width: int) -> str:
     """One configuration: interleaved repeats of gemm and engine (both grids),
     then the naive sweep and the shared sweep once; the printed row."""
     x, groups, bits, radii, default, label = make_data(distance, n, width, args.radius_step)
-    engine, engine_default, gemm = [], [], []
+    engine, engine_default, floor = [], [], []
     for _ in range(args.repeat):  # interleaved: load changes hit all alike
-        if distance == "cosine":
-            gemm.append(time_gemm(x))
+        floor.append(time_gemm(x) if distance == "cosine" else time_popcount(x, bits))
         seconds, result = time_engine(x, groups, distance, radii, bits, args.tile_mb)
         engine.append(seconds)
         seconds, best = time_engine(x, groups, distance, default, bits, args.tile_mb)
         engine_default.append(seconds)
-    engine, engine_default = min(engine), min(engine_default)
-    gemm = min(gemm) if gemm else None
+    engine, engine_default, floor = min(engine), min(engine_default), min(floor)
+    over_ns = (engine_default - floor) / n**2 * 1e9
     naive = None
     if not args.no_naive and n <= args.naive_max_n:
         naive, tp, ret = time_naive(x, groups, distance, radii, bits, args.tile_mb)
         if not (np.array_equal(tp, result.tp) and np.array_equal(ret, result.tp + result.fp)):
             print("  !! naive and engine counts differ", file=sys.stderr)
     row = (
-        f"{label:>15} {n:6d} {len(radii):5d} {engine:8.2f} {fmt(gemm, 7, '.2f')} "
-        f"{fmt(naive, 8, '.2f')} {fmt(gemm and engine / gemm, 8, '.3f')} "
+        f"{label:>15} {n:6d} {len(radii):5d} {engine:8.2f} {floor:7.3f} "
+        f"{fmt(naive, 8, '.2f')} {engine / floor:9.3f} "
         f"{fmt(naive and naive / engine, 9, '.1f')} | "
-        f"{len(default):4d}: {engine_default:6.2f} "
-        f"{fmt(gemm and engine_default / gemm, 8, '.3f')} {best.best()['f1']:7.4f}"
+        f"{len(default):4d}: {engine_default:6.2f} {engine_default / floor:9.3f} "
+        f"{over_ns:7.2f} {best.best()['f1']:7.4f}"
     )
     if args.distractors:
         shared, separate, same = time_shared(
@@ -227,10 +250,16 @@ def bench(args, distance: str, n: int, width: int) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs; times: minimum of {args.repeat} runs")
+    print(
+        f"numpy {np.__version__}, {os.cpu_count()} CPUs, {cpukernels.job_threads()} kernel "
+        f"threads (OMP_NUM_THREADS); times: minimum of {args.repeat} runs"
+    )
+    print("floor: the bare float32 GEMM (float) or NumPy XOR + bitwise_count (binary);")
+    print("ns/pair: the engine's cost beyond the floor on the default grid, (engine - floor) / n^2")
     header = (
-        f"{'data':>15} {'n':>6} {'radii':>5} {'engine s':>8} {'gemm s':>7} {'naive s':>8} "
-        f"{'eng/gemm':>8} {'naive/eng':>9} | {'default grid':>12} {'eng/gemm':>8} {'best F1':>7}"
+        f"{'data':>15} {'n':>6} {'radii':>5} {'engine s':>8} {'floor s':>7} {'naive s':>8} "
+        f"{'eng/floor':>9} {'naive/eng':>9} | {'default grid':>12} {'eng/floor':>9} "
+        f"{'ns/pair':>7} {'best F1':>7}"
     )
     if args.distractors:
         header += f" | {'shared s':>8} {'2 sweeps':>8} {'ratio':>6}"

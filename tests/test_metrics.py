@@ -504,10 +504,18 @@ def test_large_tile_equals_small_tile_counts_on_realistic_data():
     assert_matches(a, ref | {"fbeta": a.fbeta}, counts)
 
 
-@pytest.mark.parametrize("counter", ["sort", "bincount"])
+def numpy_count_rows(binner, x, cum, rowsum, rowmax):
+    """The plain NumPy counter (the CPU path before the fused kernel, the GPU
+    path's code today): the Binner's bins, an offset bincount, NumPy sums."""
+    cum[...] = binning.cum_bincount(binner.bins(x), len(cum[0]) - 1)
+    rowsum[...] = x.sum(axis=1, dtype=rowsum.dtype)
+    rowmax[...] = x.max(axis=1)
+
+
+@pytest.mark.parametrize("counter", ["kernel", "numpy"])
 def test_both_counters_agree(counter, monkeypatch):
-    fn = binning.cum_sort if counter == "sort" else binning.cum_bincount
-    monkeypatch.setattr(binning, "cpu_counter", lambda: fn)
+    if counter == "numpy":
+        monkeypatch.setattr(binning, "count_rows", numpy_count_rows)
     x, g = clustered(20, 6, 32, 2.5, seed=4)
     radii = metrics.radius_grid("cosine")
     r = metrics.sweep(x, g, x, g, "cosine", radii, query_self=np.arange(len(x)), device="cpu")
@@ -515,16 +523,115 @@ def test_both_counters_agree(counter, monkeypatch):
     assert_matches(r, ref | {"fbeta": r.fbeta}, counts)
 
 
-def test_cum_counters_on_edge_shapes():
+def test_cum_bincount_on_edge_shapes():
     rng = np.random.default_rng(1)
     for n in (1, 2, 5, 100):
         for R in (0, 3, 50):
             b = rng.integers(0, R + 5, (7, n)).astype(np.int16)
-            buf = np.full((7, n + 1), np.iinfo(np.int16).max, dtype=np.int16)
-            buf[:, :n] = b
             expected = np.stack([[(row <= j).sum() for j in range(R + 1)] for row in b])
-            assert np.array_equal(binning.cum_sort(buf, R), expected)
             assert np.array_equal(binning.cum_bincount(b, R), expected)
+
+
+def kernel_counts(binner, x, threads=None, monkeypatch=None):
+    """The fused kernel's (cum, rowsum, rowmax) of the distance rows ``x``."""
+    if threads is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+    cum = np.full((len(x), binner.R + 1), -1.0)
+    rowsum = np.empty(len(x), dtype=np.int64 if binner.mode == "lut" else np.float64)
+    rowmax = np.empty(len(x), dtype=x.dtype)
+    binning.count_rows(binner, x, cum, rowsum, rowmax)
+    return cum, rowsum, rowmax
+
+
+def boundary_heavy(distance, radii, bits, shape, rng):
+    """Distances that sit on the radii (as the raw dtype holds them), one step
+    of that dtype either side, zero, the largest possible (far beyond the grid)
+    and random ones, with many exact ties."""
+    if distance == "hamming":
+        return rng.integers(0, bits + 1, shape).astype(dist.raw_dtype(distance, bits))
+    raw = np.dtype(dist.raw_dtype(distance))
+    largest = binning.DISTANCE_BOUND[distance] or 1e6
+    on = radii.astype(raw)
+    pool = np.concatenate(
+        [
+            on,
+            np.nextafter(on, raw.type(np.inf)),
+            np.nextafter(on, raw.type(0)),
+            [0.0, min(radii[-1] * 1.5, largest), largest],
+            rng.random(64) * min(radii[-1] * 1.2, largest),
+        ]
+    ).astype(raw)
+    return rng.choice(pool, size=shape)
+
+
+GRIDS = {
+    "cosine dyadic": ("cosine", metrics.radius_grid("cosine"), None),
+    "cosine uniform": ("cosine", metrics.radius_grid("cosine", step=0.013), None),
+    "euclidean search": ("euclidean", np.array([0.0, 0.1, 0.3, 0.30000001, 1.7, 2.0]), None),
+    "angular dyadic short": ("angular", metrics.radius_grid("angular", max_radius=0.1), None),
+    "rv uniform": ("rv", metrics.radius_grid("rv", step=0.003), None),
+    "hamming": ("hamming", metrics.radius_grid("hamming", bits=64), 64),
+    "hamming decimal": ("hamming", metrics.radius_grid("hamming", bits=200, step=0.013), 200),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_kernel_equals_numpy_counter_on_boundary_heavy_data(grid):
+    """The fused CPU kernel against the plain NumPy counter and against the
+    definition itself (d ≤ r in float64; hamming: count ≤ floor(r·bits + 1e-9)),
+    on distances exactly on radii, a step either side, ties and beyond."""
+    distance, radii, bits = GRIDS[grid]
+    binner = binning.Binner(radii, distance, bits, np)
+    rng = np.random.default_rng(len(grid))
+    x = boundary_heavy(distance, radii, bits, (37, 1030), rng)
+    cum, rowsum, rowmax = kernel_counts(binner, x)
+    ref = np.empty_like(cum), np.empty_like(rowsum), np.empty_like(rowmax)
+    numpy_count_rows(binner, x, *ref)
+    assert np.array_equal(cum, ref[0])
+    if distance == "hamming":
+        limits = np.floor(radii * bits + binning.HAMMING_EPS)
+    else:
+        limits = radii
+    definition = (x.astype(np.float64)[:, :, None] <= limits).sum(axis=1)
+    assert np.array_equal(cum, definition)
+    assert np.array_equal(rowmax, x.max(axis=1))
+    exact = np.array([math.fsum(row) for row in x.astype(np.float64)])
+    np.testing.assert_allclose(rowsum, exact, rtol=1e-12)
+
+
+def test_kernel_on_edge_shapes_and_threads(monkeypatch):
+    """Rows fewer than threads, lengths around the kernel's 4-way and 512-column
+    blocks, one radius; the same counts and bit-identical sums on 1 and 2 threads."""
+    rng = np.random.default_rng(2)
+    for R in (0, 3, 1024):
+        radii = np.arange(R + 1) * 2.0**-10
+        binner = binning.Binner(radii, "cosine", None, np)
+        for rows in (1, 2, 3, 7):
+            for n in (1, 3, 4, 5, 511, 512, 513, 1030):
+                x = (rng.integers(0, R + 3, (rows, n)) * 2.0**-10).astype(np.float32)
+                one = kernel_counts(binner, x, threads=1, monkeypatch=monkeypatch)
+                two = kernel_counts(binner, x, threads=2, monkeypatch=monkeypatch)
+                expected = (x.astype(np.float64)[:, :, None] <= radii).sum(axis=1)
+                assert np.array_equal(one[0], expected) and np.array_equal(two[0], expected)
+                assert np.array_equal(one[1], two[1]) and np.array_equal(one[2], two[2])
+                assert np.array_equal(one[2], x.max(axis=1))
+
+
+def test_kernel_threads_follow_the_job(monkeypatch):
+    import numba
+
+    from risbench import cpukernels
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpukernels.job_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(pool + 5))
+    assert cpukernels.job_threads() == pool
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpukernels.job_threads() == pool
+    monkeypatch.setenv("OMP_NUM_THREADS", "four")
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+        cpukernels.job_threads()
 
 
 def test_rejects_bad_arguments():

@@ -17,19 +17,22 @@ retrieves it, exactly:
   grid value k/bits retrieves distance k/bits); a lookup table maps every count
   to its bin ("lut").
 
-The counters turn a (rows, n) array of bins into (rows, R+1) cumulative counts
-(how many pairs of each row are retrieved at each radius): a sort of 16-bit
-bins and a run count on CPUs whose NumPy sorts them with AVX-512, an offset
-bincount elsewhere (and on the GPU); both are exact and agree.
+The counters turn bins into (rows, R+1) cumulative counts (how many pairs of
+each row are retrieved at each radius). On the CPU that is
+:func:`count_rows`, a fused numba kernel (:mod:`risbench.cpukernels`) that
+bins each row while it is in cache, with the same operations in the same
+dtype as :class:`Binner`, and sums it and finds its maximum in the same pass;
+on the GPU an offset bincount of the Binner's bins (:func:`cum_bincount`).
+Both are exact and agree (``tests/test_metrics.py``).
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 
+from risbench import cpukernels
 from risbench import distance as dist
 
 # Upper bound of each distance (None: unbounded), used to size the bin dtype.
@@ -89,6 +92,9 @@ class Binner:
         self.dtype = np.int16 if R + 2 < 2**15 - 1 else np.int32
         self.sentinel = np.iinfo(self.dtype).max
         self.lut = xp.asarray(lut.astype(self.dtype))
+        # the fused CPU counter: pairs at radius j = counts ≤ upto[j] (0..bits)
+        self.top = bits
+        self.upto = np.minimum(thresholds, bits).astype(np.int64)
         self.clamp = False
         self.limit = xp.asarray(np.append(thresholds, -1).astype(np.int64))
 
@@ -111,7 +117,8 @@ class Binner:
             self.lo = xp.asarray(ext[:-1])  # lo[k] = t_{k-1} (t_{-1} = -inf)
         else:
             self.mode = "search"
-            self.thr = xp.asarray(down_to(radii, raw.type))
+        # the radii as the raw dtype sees them: bin = the first j with d ≤ thr[j]
+        self.thr = xp.asarray(down_to(radii, raw.type))
         top = 2**15 - 2 if R + 2 < 2**15 - 2 else 2**31 - 2
         self.dtype = np.int16 if top < 2**15 else np.int32
         self.sentinel = top + 1  # larger than any bin
@@ -163,25 +170,6 @@ class Binner:
 # --------------------------------------------------------------------------- counting
 
 
-def cum_sort(buf, R: int):
-    """(c, R+1) counts of bins ≤ j per row, from the runs of each sorted row (NumPy).
-
-    ``buf`` is (c, n + 1): the bins then one sentinel column larger than any bin,
-    so every row's last run ends where a value changes. Sorted in place."""
-    c, n = buf.shape[0], buf.shape[1] - 1
-    if n == 0 or c == 0:
-        return np.zeros((c, R + 1), dtype=np.int32)
-    buf.sort(axis=1)
-    # flat positions, in the (c, n) array of neighbour comparisons, of run ends
-    ends = np.flatnonzero(buf[:, 1:] != buf[:, :-1])
-    lengths = np.diff(ends, prepend=-1)
-    values = buf.ravel()[ends + ends // n]  # (c, n) -> (c, n + 1) positions
-    keep = values <= R
-    h = np.zeros((c, R + 1), dtype=np.int32)
-    h[ends[keep] // n, values[keep]] = lengths[keep]
-    return np.cumsum(h, axis=1, dtype=np.int32)
-
-
 def bincount(xp, values, length: int):
     """``bincount`` of non-negative integers with exactly ``length`` bins (CuPy's
     refuses empty input)."""
@@ -207,15 +195,8 @@ def cum_bincount(b, R: int, xp=np):
     return xp.cumsum(h, axis=1).astype(np.int32)
 
 
-@lru_cache(maxsize=1)
-def cpu_counter():
-    """The sorted-run counter where NumPy sorts 16-bit integers with AVX-512
-    (x86-simd-sort: about 2× faster than a bincount on clustered bins), else the
-    bincount. Both give identical counts."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # pragma: no cover - other NumPy layouts
-        features = {}
-    if features.get("AVX512_ICL") or features.get("AVX512_SPR"):
-        return cum_sort
-    return cum_bincount
+def count_rows(binner: Binner, x, cum, rowsum, rowmax) -> None:
+    """The CPU counter: per row of the distance chunk ``x``, the cumulative
+    counts ``cum`` (rows, R+1, float64), the row's sum and its maximum
+    (:func:`risbench.cpukernels.count_rows`; NumPy arrays only)."""
+    cpukernels.count_rows(binner, x, cum, rowsum, rowmax)

@@ -342,42 +342,28 @@ def _cupy_popcount():
     return cupy.ElementwiseKernel("uint64 x", "uint8 y", "y = __popcll(x)", "risbench_popcount")
 
 
-_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def _popcount(xp, x, out):
-    """Population count of uint64 ``x`` into uint8 ``out``."""
-    if hasattr(xp, "bitwise_count"):
-        return xp.bitwise_count(x, out=out)
-    if not is_numpy(xp):
-        return _cupy_popcount()(x, out)
-    lut = _POP8
-    out[...] = lut[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
-    return out
-
-
 def _hamming_block(qp: Prepared, q0: int, q1: int, ip: Prepared, out) -> None:
     """Differing-bit counts of query rows q0:q1 against the index, into ``out``
-    (uint16, (q1 - q0, n))."""
-    xp = qp.xp
+    (uint16, (q1 - q0, n)): on the CPU one numba kernel (XOR and popcount,
+    threads over rows; imported here, not when the workflow parses), on the
+    GPU XOR then popcount per word."""
+    if is_numpy(qp.xp):
+        from risbench import cpukernels
+
+        cpukernels.hamming_counts(qp.data[q0:q1], ip.words_t, out)
+        return
+    xp, it = qp.xp, ip.words_t
     qw = qp.data[q0:q1]
-    it = ip.words_t
-    words = it.shape[0]
-    rows = q1 - q0
-    n = ip.n
-    chunk = rows if not is_numpy(xp) else max(1, 2**17 // max(1, n))
-    for a in range(0, rows, chunk):
-        b = min(rows, a + chunk)
-        acc = out[a:b]
-        tmp = xp.empty((b - a, n), dtype=np.uint64)
-        cnt = xp.empty((b - a, n), dtype=np.uint8)
-        for w in range(words):
-            xp.bitwise_xor(qw[a:b, w, None], it[w][None, :], out=tmp)
-            _popcount(xp, tmp, cnt)
-            if w == 0:
-                acc[...] = cnt
-            else:
-                xp.add(acc, cnt, out=acc)
+    tmp = xp.empty((q1 - q0, ip.n), dtype=np.uint64)
+    cnt = xp.empty((q1 - q0, ip.n), dtype=np.uint8)
+    popcount = xp.bitwise_count if hasattr(xp, "bitwise_count") else _cupy_popcount()
+    for w in range(it.shape[0]):
+        xp.bitwise_xor(qw[:, w, None], it[w][None, :], out=tmp)
+        popcount(tmp, cnt)
+        if w == 0:
+            out[...] = cnt
+        else:
+            xp.add(out, cnt, out=out)
 
 
 def _gemm_block(qp: Prepared, q0: int, q1: int, ip: Prepared, rows: int, out, scratch):
@@ -458,6 +444,9 @@ class _RawTiles:
             tile_rows -= tile_rows % block  # whole blocks: computed in place, no copies
         self.tile_rows = tile_rows
         self.is_float = qp.distance in FLOAT_DISTANCES
+        # CPU hamming counts are exact and cheap: computed by ``finish``, chunk by
+        # chunk, so that the sweep counts each chunk while it is in cache.
+        self.counts_in_finish = qp.distance == "hamming" and is_numpy(xp)
         self.scratch = {}
         if self.is_float:
             self.scratch["pad"] = xp.zeros((block, qp.data.shape[1]), dtype=np.float32)
@@ -489,8 +478,11 @@ class _RawTiles:
         return b0, b1
 
     def tile(self, start: int, stop: int):
-        """The raw products or counts of query rows start:stop."""
+        """The raw products or counts of query rows start:stop (CPU hamming:
+        not yet computed, see :meth:`finish`)."""
         block = self.block
+        if self.counts_in_finish:
+            return self.tile_buf[: stop - start]
         if self.block_buf is None:  # tile = whole blocks
             tile = self.tile_buf[: stop - start]
             for b0 in range(start, stop, block):
@@ -511,6 +503,8 @@ class _RawTiles:
     def finish(self, tile, start: int, a: int, b: int) -> None:
         """Rows a:b of a tile starting at query row ``start`` become distances."""
         part = tile[a:b]
+        if self.counts_in_finish:
+            _hamming_block(self.qp, start + a, start + b, self.ip, part)
         if self.is_float:
             _to_distance(self.qp, self.ip, part, start + a)
         if self.identical is not None:
@@ -540,9 +534,10 @@ def iter_raw_tiles(
     copy what you keep.
 
     With ``deferred``, yields ``(start, stop, tile, finish)`` instead, where the
-    tile still holds the matrix products and ``finish(a, b)`` turns its rows
-    a:b into distances in place (so that a caller can do it chunk by chunk,
-    while the rows are in cache). Every row must be finished exactly once."""
+    tile still holds the matrix products (CPU hamming: nothing yet) and
+    ``finish(a, b)`` turns its rows a:b into distances in place (so that a
+    caller can do it chunk by chunk, while the rows are in cache). Every row
+    must be finished exactly once."""
     if tile_rows < 1:
         raise ValueError("tile_rows must be at least 1")
     tiles = _RawTiles(qp, ip, tile_rows, identical)

@@ -13,8 +13,9 @@ neither. (The ranked metrics always leave it out: :func:`ranked_metrics`.)
 How (design.md, "Computation"): the distances of a tile of queries against
 the whole index are computed once (:mod:`risbench.distance`), each distance is
 turned into the index of the first grid radius that retrieves it, exactly, and
-those bin indices are counted per query (:mod:`risbench.binning`: a sorted-run
-count on the CPU, a bincount on the GPU; both exact). Cumulative sums over the
+those bin indices are counted per query (:mod:`risbench.binning`: on the CPU
+one fused numba kernel per cache-sized chunk of rows, on the GPU a bincount;
+both exact). Cumulative sums over the
 bins give, for every radius at once, each query's retrieved count; the
 relevant pairs (few: the members of the query's group) give tp the same way.
 Never one pass per radius; memory is O(tile × radii) for the per-query counts.
@@ -30,9 +31,10 @@ From the same pass:
 - distance distributions of similar pairs (same group, not the query itself)
   and dissimilar pairs, over the ordered (query, index) pairs seen: exact
   counts, min, max and grid histograms; the similar mean and quartiles are
-  exact (all similar distances are kept: few); the dissimilar mean is the
-  float32 row sums (a matrix-vector product per chunk) accumulated in float64,
-  relative error < 1e-6; the dissimilar quartiles come from the histogram: the
+  exact (all similar distances are kept: few); the dissimilar mean comes from
+  each query's sum of distances (CPU: summed in float64 by the counting
+  kernel; GPU: a float32 matrix-vector product per chunk, relative error
+  < 1e-6) accumulated in float64; the dissimilar quartiles come from the histogram: the
   smallest grid radius r with a fraction ≥ p of the pairs at d ≤ r (so within
   one grid step above the exact quantile), None beyond the grid;
 - the exact top k per query, the query itself left out (k = max(top_k, the
@@ -41,9 +43,10 @@ From the same pass:
   candidate; the candidates are sorted exactly (distance, then irrelevant
   before relevant, then index).
 
-Cost: one float32 matrix product per pair plus, on the CPU, about 2 ns per pair
-of binning and counting (a sort of 16-bit bins per query row) and O(radii)
-per query: measured with ``benchmarks/bench_engine.py``.
+Cost: one float32 matrix product per pair plus, on the CPU, well under 1 ns
+per pair of binning, counting, summing and the row maximum (one pass of the
+fused kernel over each row while it is in cache) and O(radii) per query:
+measured with ``benchmarks/bench_engine.py``.
 """
 
 from __future__ import annotations
@@ -546,8 +549,10 @@ class _Part:
             return slice(int(lo), int(hi))
         return np.flatnonzero(np.isin(entry_rows, self.rows))
 
-    def add_chunk(self, x, c0: int, c1: int, rowsum, chunk_max: float, row_sums, xp) -> None:
-        """Step 1 for this set: the row sums and maximum of its rows of chunk c0:c1."""
+    def add_chunk(self, c0: int, c1: int, rowsum, chunk_max: float, sums_of) -> None:
+        """Step 1 for this set: the row sums and maximum of its rows of chunk
+        c0:c1; ``sums_of(local)``: the sums and maximum of the chunk's rows
+        ``local`` (positions in the chunk), for a set with part of the chunk."""
         if isinstance(self.sel, slice):  # (no search: this runs for every chunk)
             a, b = self.sel.start, self.sel.stop
             lo, hi = min(max(c0, a), b) - a, min(max(c1, a), b) - a
@@ -559,16 +564,10 @@ class _Part:
             self.max = max(self.max, chunk_max)
             self.pieces.append(rowsum[c0:c1])
             return
-        # Part of the chunk: its rows summed on their own, as a separate sweep of
-        # the set sums them (a matrix-vector product's rows depend on its shape).
-        local = self.rows[lo:hi] - c0
-        if local[-1] - local[0] + 1 == local.size:
-            sub = x[int(local[0]) : int(local[-1]) + 1]
-        else:
-            sub = _pick(x, local, xp)
         self.whole = False
-        self.max = max(self.max, float(sub.max()))
-        self.pieces.append(row_sums(sub).astype(rowsum.dtype))
+        sums, top = sums_of(self.rows[lo:hi] - c0)
+        self.max = max(self.max, top)
+        self.pieces.append(sums)
 
     def end_chunks(self, rowsum, xp) -> None:
         self.rowsum = _pick(rowsum, self.sel, xp) if self.whole else xp.concatenate(self.pieces)
@@ -721,7 +720,6 @@ class _TileAccumulator:
         self.binner = binning.Binner(p.radii, p.distance, p.bits, xp)
         self.tile_rows = tile_rows
         self.chunk = max(1, CHUNK_ELEMENTS // max(1, p.n)) if self.numpy else tile_rows
-        self.counter = binning.cpu_counter() if self.numpy else None
         self.integer = p.distance == "hamming"
         # Ranked lists leave the query itself out, always: relevant = the others
         # of its group; k = max(top_k, most relevant of any query).
@@ -745,10 +743,13 @@ class _TileAccumulator:
         self.nrel_x = xp.asarray(p.nrel)
         self.k_reach_x = xp.asarray(self.k_reach)
         self.grid = xp.arange(p.R + 1)
-        self.ones = None if self.integer else xp.ones(p.n, dtype=raw)
-        # bins of one chunk, then a sentinel column (see binning.cum_sort)
-        self.bins_buf = xp.full((self.chunk, p.n + 1), self.binner.sentinel, self.binner.dtype)
-        self.u_buf = xp.empty((self.chunk, p.n), dtype=raw) if self.binner.mode != "lut" else None
+        if self.numpy:  # the fused kernel's row maxima
+            self.rowmax_buf = np.empty(self.chunk, dtype=raw)
+        else:  # the bins of a chunk (and the Binner's scratch), then a bincount
+            self.ones = None if self.integer else xp.ones(p.n, dtype=raw)
+            self.bins_buf = xp.empty((self.chunk, p.n), self.binner.dtype)
+            float_bins = self.binner.mode != "lut"
+            self.u_buf = xp.empty((self.chunk, p.n), dtype=raw) if float_bins else None
         self.cum_buf = xp.empty((rows, p.R + 1), dtype=np.float64)  # counts, exact in float64
         self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
         self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
@@ -773,35 +774,58 @@ class _TileAccumulator:
         self.top(cand)
 
     def _row_sums(self, x):
-        # (a float32 matrix-vector product: twice as fast as sum(axis=1))
+        # (GPU: a float32 matrix-vector product, twice as fast as sum(axis=1))
         return x.sum(axis=1, dtype=np.int64) if self.integer else x @ self.ones
 
     def count(self, t: _Tile, finish, parts: dict) -> None:
         """Step 1, on cache-sized chunks of rows: bin every pair and count, per
         query and radius, the pairs retrieved (``t.cum``); sum each query's
         distances (``t.rowsum``); per set, its rows' sums and maximum and the
-        histogram of all its pairs."""
+        histogram of all its pairs. On the CPU one fused kernel per chunk
+        (:func:`risbench.binning.count_rows`) bins, counts, sums and finds
+        each row's maximum while the chunk is in cache."""
         p, xp = self.p, self.xp
         t.cum, t.rowsum = self.cum_buf[: t.rows], self.rowsum_buf[: t.rows]
         for c0 in range(0, t.rows, self.chunk):
             c1 = min(t.rows, c0 + self.chunk)
             finish(c0, c1)
             x = t.raw[c0:c1]
-            b = self.bins_buf[: c1 - c0]
-            self.binner(x, b[:, : p.n], None if self.u_buf is None else self.u_buf[: c1 - c0])
             if self.numpy:
-                t.cum[c0:c1] = self.counter(b, p.R)
+                rowmax = self.rowmax_buf[: c1 - c0]
+                binning.count_rows(self.binner, x, t.cum[c0:c1], t.rowsum[c0:c1], rowmax)
+                chunk_max = float(rowmax.max())
             else:
-                t.cum[c0:c1] = binning.cum_bincount(b[:, : p.n], p.R, xp)
-            t.rowsum[c0:c1] = self._row_sums(x)
-            chunk_max = float(x.max())
+                b = self.bins_buf[: c1 - c0]
+                self.binner(x, b, None if self.u_buf is None else self.u_buf[: c1 - c0])
+                t.cum[c0:c1] = binning.cum_bincount(b, p.R, xp)
+                t.rowsum[c0:c1] = self._row_sums(x)
+                chunk_max, rowmax = float(x.max()), None
+            sums_of = self._sums_of(t, x, c0, rowmax)
             for part in parts.values():
-                part.add_chunk(x, c0, c1, t.rowsum, chunk_max, self._row_sums, xp)
+                part.add_chunk(c0, c1, t.rowsum, chunk_max, sums_of)
         for part in parts.values():
             part.end_chunks(t.rowsum, xp)
             h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
             h = np.diff(h, prepend=0)
             part.all_hist = np.append(h, len(part.rows) * p.n - int(h.sum()))  # + beyond
+
+    def _sums_of(self, t: _Tile, x, c0: int, rowmax):
+        """For :meth:`_Part.add_chunk`: the sums and maximum of some rows of the
+        chunk ``x`` (from row c0 of the tile). On the CPU the kernel's own: it
+        sums each row alone, so a row's sum does not depend on the rows beside
+        it. On the GPU the rows summed on their own, as a separate sweep of the
+        set sums them (a matrix-vector product's rows depend on its shape)."""
+        if self.numpy:
+            return lambda local: (t.rowsum[c0 + local], float(rowmax[local].max()))
+
+        def sums_of(local):
+            if local[-1] - local[0] + 1 == local.size:
+                sub = x[int(local[0]) : int(local[-1]) + 1]
+            else:
+                sub = _pick(x, local, self.xp)
+            return self._row_sums(sub).astype(t.rowsum.dtype), float(sub.max())
+
+        return sums_of
 
     def relevant(self, t: _Tile, parts: dict) -> None:
         """Step 2: tp per query and radius from the relevant pairs; the query's

@@ -4,6 +4,7 @@ default is the schema's."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import yaml
 from test_protocols import catalog_of
 
-from risbench import distance, failures, operating, outcomes, protocols, report
-from risbench.results import QUERY_COLUMNS
+from risbench import cli, distance, failures, operating, outcomes, protocols, report, store
+from risbench.results import QUERY_COLUMNS, BenchmarkStats, RunIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +53,9 @@ def problem(kind, seed):
     if kind == "hamming":
         index = rng.integers(0, 256, (n, 2), dtype=np.uint8)  # 16 bits: many ties
         others = rng.integers(0, 256, (extra, 2), dtype=np.uint8)
+    elif kind == "rv":
+        index = rng.integers(0, 256, (n, 40), dtype=np.uint8)  # 40-byte RV digests
+        others = rng.integers(0, 256, (extra, 40), dtype=np.uint8)
     else:
         index = rng.standard_normal((n, 5)).astype(np.float32)
         others = rng.standard_normal((extra, 5)).astype(np.float32)
@@ -62,7 +66,7 @@ def problem(kind, seed):
     return index, ig, queries, qg, query_self
 
 
-@pytest.mark.parametrize("kind", ["hamming", "cosine", "euclidean"])
+@pytest.mark.parametrize("kind", ["hamming", "cosine", "angular", "euclidean", "rv"])
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_outcomes_equal_a_brute_force_loop(kind, exclude_self):
     index, ig, queries, qg, query_self = problem(kind, seed=3)
@@ -229,3 +233,44 @@ def test_thresholds_pick_the_distance_with_the_most_recall_at_each_target():
     assert table[["distance", "radius"]].iloc[1].isna().all() and len(table) == 2
     every = report.operating_table(rows)
     assert len(every) == 6 and every["protocol"].tolist()[:4] == ["all"] * 4
+
+
+# --------------------------------------------------------------------------------------
+# the benchmark command
+
+
+def test_benchmark_command_writes_outcomes_and_lists_them(tmp_path):
+    """`risbench benchmark --queries`, as the rule calls it: each protocol's outcomes
+    file, equal to protocol_outcomes at the stats' best radius, named in the run
+    index; a protocol without --queries gets none; --queries of a protocol with no
+    table is refused."""
+    catalog, matrices = catalog_of(4, 2, 4, binary=True, seed=2)
+    args = []
+    for variant, rows in catalog.groupby("variant", sort=False):
+        rows.drop(columns="row").to_parquet(tmp_path / f"{variant}.parquet")
+        attrs = {"descriptor": "h", "kind": "binary", "dim": 32, "variant": variant}
+        store.write_store(tmp_path / f"{variant}.zarr", matrices[variant], attrs)
+        args += ["--list", f"{variant}={tmp_path / f'{variant}.parquet'}"]
+        args += ["--store", f"{variant}={tmp_path / f'{variant}.zarr'}"]
+    spec = {"exclude_self": False, "tile_mb": 1, "device": "cpu", "beta": 1.0, "top_k": 3}
+    spec["target_precisions"] = [0.5, 0.95]
+    base = ["benchmark", "--descriptor", "h", "--distance", "hamming", "--spec", json.dumps(spec)]
+    outputs = []
+    for protocol in ("all", "distractors", "single-blur"):
+        stem = tmp_path / protocol
+        outputs += ["--table", f"{protocol}={stem}.parquet", "--stats", f"{protocol}={stem}.json"]
+    outputs += ["--queries", f"all={tmp_path / 'all.queries.parquet'}"]
+    outputs += ["--queries", f"distractors={tmp_path / 'distractors.queries.parquet'}"]
+    cli.main([*base, *args, *outputs, "--run-index", str(tmp_path / "run.json")])
+    index = RunIndex.read(tmp_path / "run.json")
+    assert index.protocols["all"]["queries"] == str(tmp_path / "all.queries.parquet")
+    assert "queries" not in index.protocols["single-blur"]
+    stats = {p: BenchmarkStats.read(tmp_path / f"{p}.json") for p in ("all", "distractors")}
+    assert [p["target_precision"] for p in stats["all"].operating_points] == [0.5, 0.95]
+    radii = {p: s.best["radius"] for p, s in stats.items()}
+    expected = outcomes.protocol_outcomes(catalog, matrices, radii, "hamming", bits=32)
+    for protocol in radii:
+        written = pd.read_parquet(tmp_path / f"{protocol}.queries.parquet")
+        pd.testing.assert_frame_equal(written, expected[protocol])
+    with pytest.raises(SystemExit, match=r"--queries of \['single-rotate'\]"):
+        cli.main([*base, *args, *outputs, "--queries", f"single-rotate={tmp_path / 'x'}"])

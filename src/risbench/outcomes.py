@@ -18,7 +18,11 @@ in index order among equals.
 
 Memory: the prepared index, one tile of distances of at most ``tile_mb``
 (the sweep's bound), and a float64 copy of at most :data:`CHUNK_ELEMENTS` of
-it on the CPU (a whole tile on a GPU), plus O(queries × radii) results.
+it on the CPU (2 MiB; on a GPU a copy of the whole tile, twice the bytes of a
+float32 tile), plus O(queries × radii) results. Time: about half a sweep for
+float descriptors, a few per cent of one for hashes (6500 queries × 6000 index
+rows, one thread: cosine 0.45 s against the sweep's 1.00 s, hamming 0.10 s
+against 2.31 s).
 """
 
 from __future__ import annotations

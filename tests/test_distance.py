@@ -71,6 +71,32 @@ def test_hamming_exact(bits):
     assert np.array_equal(got, expected)
 
 
+@pytest.mark.parametrize("words", [1, 4, 9])
+def test_hamming_kernel_equals_bitwise_count(words, monkeypatch):
+    """The CPU XOR + popcount kernel against NumPy's bitwise_count, on 1 and 2
+    threads; and the deferred tiles, whose counts ``finish`` computes chunk by
+    chunk, against the same reference."""
+    from risbench import cpukernels
+
+    rng = np.random.default_rng(words)
+    codes = rng.integers(0, 256, (45, 8 * words), dtype=np.uint8)
+    codes[3] = codes[5]  # identical rows: 0
+    codes[4] = 255  # all bits set
+    codes[6] = ~codes[7]  # all bits differ
+    w = codes.view(np.uint64)
+    expected = np.bitwise_count(w[:, None, :] ^ w[None, :, :]).sum(axis=2)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        out = np.full((45, 45), 999, dtype=np.uint16)
+        cpukernels.hamming_counts(w, np.ascontiguousarray(w.T), out)
+        assert np.array_equal(out, expected)
+    qp, ip = dist.prepare_pair(codes, codes, "hamming")
+    for start, stop, tile, finish in dist.iter_raw_tiles(qp, ip, 20, deferred=True):
+        for a in range(0, stop - start, 6):
+            finish(a, min(a + 6, stop - start))
+        assert np.array_equal(tile, expected[start:stop])
+
+
 def test_hamming_bits_must_fit_the_bytes():
     codes = np.zeros((2, 8), dtype=np.uint8)
     with pytest.raises(ValueError):

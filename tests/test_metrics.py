@@ -617,6 +617,22 @@ def test_kernel_on_edge_shapes_and_threads(monkeypatch):
                 assert np.array_equal(one[2], x.max(axis=1))
 
 
+def test_the_workflow_parse_does_not_import_numba():
+    """The modules the workflow imports to parse load neither numba nor the
+    kernels (only jobs do, through binning, and distance when it counts bits)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from risbench import codedeps, config, placement, results\n"
+        "print(sorted(m for m in ('numba', 'risbench.cpukernels') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_kernel_threads_follow_the_job(monkeypatch):
     import numba
 

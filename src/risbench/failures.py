@@ -147,17 +147,15 @@ def gallery_rows(results: pd.DataFrame, catalog: pd.DataFrame, per: int = GALLER
 
 def _with_paths(shown: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     """``shown`` with the catalog paths of each query, its original (the base image
-    of its group) and its closest false match (None: no non-relevant image)."""
+    of its group) and its closest false match (None: no non-relevant image, or an
+    image the catalog does not list: the gallery says "no image")."""
     by_image = catalog.set_index(["image_id", "variant"])
+    paths, groups = by_image["path"], by_image["group"]
     bases = catalog[catalog["role"] == "base"].set_index("group")["path"]
-
-    def path(image_id, variant):
-        return by_image.at[(image_id, variant), "path"] if isinstance(image_id, str) else None
-
     queries = list(zip(shown.image_id, shown.variant, strict=True))
     false = zip(shown.nearest_nonrelevant_image_id, shown.nearest_nonrelevant_variant, strict=True)
     return shown.assign(
-        query_path=[path(*key) for key in queries],
-        original_path=[bases.get(by_image.at[key, "group"]) for key in queries],
-        false_match_path=[path(*key) for key in false],
+        query_path=[paths.get(key) for key in queries],
+        original_path=[bases.get(groups.get(key)) for key in queries],
+        false_match_path=[paths.get(key) if isinstance(key[0], str) else None for key in false],
     )

@@ -1,15 +1,28 @@
-"""Images/s of one-pass batched ``extract`` vs a naive per-descriptor baseline (CPU).
+"""CPU feature extraction against its floor: images/s, and whether the loader limits it.
 
-The baseline is what a one-job-per-descriptor design does: for each configured
-(layer, pooling) it loads the model and then, image by image, decodes, resizes
-and runs a full forward pass to take that one layer (L2 normalisation is done in
-the same job). ``extract`` decodes each image once in DataLoader workers and
-takes every descriptor from one batched forward pass that stops after the
-deepest tapped layer.
+Four rates on the same images, model and descriptors (rounds alternate; the best counts):
+
+* floor: a bare ``model(batch)`` loop on pre-decoded, pre-normalised tensors (the whole
+  network, as its own ``forward``; the batches are made before the clock starts) -- what
+  the CPU can do at best with this model, batch size and thread count;
+* forward: ``Extractor.forward`` on the same pre-decoded uint8 batches (normalisation,
+  the taps, stopping after the deepest tapped layer, pooling, L2) -- extraction's compute
+  without decoding;
+* loader alone: the DataLoader workers decoding and resizing, no model;
+* extract: ``features.extract`` end to end (decoding in the workers, stores written; it
+  builds its model on every call: that setup is timed apart and reported), and again
+  with decoding in the main process (``workers=0``), to show what the workers bring.
+
+The loader is the limit when its rate alone is below the forward rate (then extract
+cannot exceed it); extract / floor says what is left on the table. Use enough images
+(``--repeat``) that the model setup and the first batch's kernel selection do not
+dominate. ``--naive`` adds the
+old one-job-per-descriptor baseline (batch 1, a model load and a full forward per
+(layer, pooling)).
 
     python benchmarks/bench_features.py [--images DIR] [--repeat 2] [--rounds 3] [--threads 2]
 
-The machine may be shared: rounds alternate the two methods and the best round counts.
+The machine may be shared: rounds alternate the methods and the best round counts.
 """
 
 from __future__ import annotations
@@ -64,6 +77,109 @@ def baseline(key: str, spec: dict, paths: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def predecoded(paths: list[str], prep, batch_size: int) -> list[torch.Tensor]:
+    """The images decoded and resized once, in uint8 batches, before any clock starts."""
+    images = [features.load_image(p, prep) for p in paths]
+    return [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+FLOOR = "floor: bare model(batch), pre-decoded"
+FORWARD = "forward: Extractor.forward, pre-decoded"
+LOADER = "loader alone (decode + resize)"
+EXTRACT = "extract end to end"
+INPROC = "extract, decoding in-process (0 workers)"
+NAIVE = "naive per-descriptor baseline (batch 1)"
+
+
+class Rates:
+    """The four measurements of one configuration, each a list of per-round seconds."""
+
+    def __init__(self, key: str, spec: dict, paths: list[str], args, tmp: str):
+        self.key, self.spec, self.paths, self.args, self.tmp = key, spec, paths, args, tmp
+        self.ex = features.Extractor(key, spec, device="cpu")
+        self.setup: list[float] = []  # model build, paid by every extract call
+        s = self.ex.spec
+        self.bare = features.build_model(  # no hooks: the plain network
+            s, models.resolve_weights(s), self.ex.prep, self.ex.runtime
+        )
+        self.batches = predecoded(paths, self.ex.prep, args.batch_size)
+        self.inputs = [self.ex.normalizer(b) for b in self.batches]  # floor: pre-normalised
+        self.seconds: dict[str, list[float]] = {}
+        with torch.inference_mode():  # warm up both (oneDNN picks its kernels per shape)
+            self.ex.forward(self.batches[0])
+            self.bare(self.inputs[0])
+
+    def floor(self) -> None:
+        with torch.inference_mode():
+            for x in self.inputs:
+                self.bare(x)
+
+    def forward(self) -> None:
+        with torch.inference_mode():
+            for batch in self.batches:
+                self.ex.forward(batch)
+
+    def loader(self) -> None:
+        for _ in self.ex.loader(
+            self.paths, batch_size=self.args.batch_size, workers=self.args.workers
+        ):
+            pass
+
+    def extract(self, r: int, workers: int) -> dict[str, str]:
+        out = {n: f"{self.tmp}/{r}_{workers}_{n}.zarr" for n in self.ex.attrs()}
+        features.extract(
+            self.key, self.spec, self.paths, out, device="cpu",
+            batch_size=self.args.batch_size, workers=workers, progress=False,
+        )  # fmt: skip
+        return out
+
+    def round(self, r: int) -> dict[str, str]:
+        for name, function in ((FLOOR, self.floor), (FORWARD, self.forward), (LOADER, self.loader)):
+            self.seconds.setdefault(name, []).append(timed(function))
+        self.setup.append(timed(lambda: features.Extractor(self.key, self.spec, device="cpu")))
+        runs = [(EXTRACT, self.args.workers)] + [(INPROC, 0)] * (self.args.workers > 0)
+        for name, workers in runs:
+            start = time.perf_counter()
+            out = self.extract(r, workers)
+            self.seconds.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+
+def report(rates: Rates, naive: list[float] | None) -> None:
+    n = len(rates.paths)
+    best = {name: n / min(t) for name, t in rates.seconds.items()}
+    median = {name: n / statistics.median(t) for name, t in rates.seconds.items()}
+    if naive:
+        best[NAIVE] = n / min(naive)
+        median[NAIVE] = n / statistics.median(naive)
+    print(f"images/s, best of {len(next(iter(rates.seconds.values())))} rounds (median):")
+    for name, rate in best.items():
+        print(f"  {name:<42} {rate:8.1f}  ({median[name]:.1f})")
+    floor, fwd, loader, end = (best[k] for k in (FLOOR, FORWARD, LOADER, EXTRACT))
+    print(f"  extract / floor: {end / floor:.2f}; forward / floor: {fwd / floor:.2f}")
+    limit = "the loader (decoding)" if loader < fwd else "the model (forward)"
+    print(
+        f"  limit: {limit}: loader alone {loader:.1f} images/s vs forward {fwd:.1f} "
+        f"({loader / fwd:.1f}x); extract reaches {end / min(loader, fwd):.0%} of the slower stage"
+    )
+    setup = min(rates.setup)
+    print(f"  extract includes {setup:.2f} s of model setup per call ({setup * end / n:.0%} here)")
+    if INPROC in best and best[INPROC] > end:
+        print(
+            f"  on this machine ({os.cpu_count()} cores) {rates.args.workers} loader workers beside"
+            f" {torch.get_num_threads()} torch threads cost more than they save: "
+            f"{best[INPROC]:.1f} images/s with decoding in-process"
+        )
+    if naive:
+        print(f"  extract / naive: {end / best[NAIVE]:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of images")
@@ -76,10 +192,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--naive", action="store_true", help="also time the per-descriptor baseline")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     files = sorted(p for ext in ("png", "jpg", "jpeg") for p in glob.glob(f"{args.images}/*.{ext}"))
+    if not files:
+        raise SystemExit(f"no png/jpg images in {args.images}")
     paths = files * args.repeat
     spec = {
         "layers": args.layers.split(","),
@@ -87,45 +206,24 @@ def main() -> None:
         "normalize": args.normalize.split(","),
     }
     names = features.descriptor_names(args.model, spec)
-    jobs = len({(d.layer, d.pooling) for d in features.plan(args.model, spec)})
     print(
-        f"{args.model}: {len(paths)} images, {len(names)} descriptors ({jobs} layer/pooling jobs),"
-        f" torch threads {args.threads}, cpu"
+        f"{args.model}: {len(paths)} images, {len(names)} descriptors, batch {args.batch_size}, "
+        f"{args.workers} loader workers, torch threads {args.threads}, cpu ({os.cpu_count()} cores)"
     )
-
-    t_one, t_naive = [], []
+    naive_seconds = []
     with tempfile.TemporaryDirectory() as tmp:
-        warm = {n: f"{tmp}/warm_{n}.zarr" for n in names}
-        features.extract(args.model, spec, paths[:2], warm, device="cpu", workers=0, progress=False)
-        for r in range(args.rounds):  # alternate, so both see the same machine load
-            out = {n: f"{tmp}/{r}_{n}.zarr" for n in names}
-            t0 = time.perf_counter()
-            features.extract(
-                args.model, spec, paths, out, device="cpu",
-                batch_size=args.batch_size, workers=args.workers, progress=False,
-            )  # fmt: skip
-            t_one.append(time.perf_counter() - t0)
+        rates = Rates(args.model, spec, paths, args, tmp)
+        for r in range(args.rounds):  # alternate, so all see the same machine load
+            out = rates.round(r)
+            if args.naive:
+                start = time.perf_counter()
+                naive = baseline(args.model, spec, paths)
+                naive_seconds.append(time.perf_counter() - start)
+        if args.naive:
             ours = {n: read_store(p)[0] for n, p in out.items()}
-
-            t0 = time.perf_counter()
-            naive = baseline(args.model, spec, paths)
-            t_naive.append(time.perf_counter() - t0)
-
-    diff = max(float(np.abs(ours[n] - naive[n]).max()) for n in names)
-    n = len(paths)
-    one, base = n / min(t_one), n / min(t_naive)
-    med_one, med_base = n / statistics.median(t_one), n / statistics.median(t_naive)
-    print(f"best of {args.rounds} rounds (median in brackets):")
-    print(
-        f"  one-pass extract (batch {args.batch_size}, {args.workers} workers): "
-        f"{one:7.1f} images/s  ({med_one:.1f})"
-    )
-    print(
-        f"  naive per-descriptor baseline (batch 1, {jobs} jobs):  "
-        f"{base:7.1f} images/s  ({med_base:.1f})"
-    )
-    print(f"  speed-up: {one / base:.2f}x  ({med_one / med_base:.2f}x)")
-    print(f"  max |difference| of rows between the two: {diff:.2e}")
+            diff = max(float(np.abs(ours[n] - naive[n]).max()) for n in names)
+            print(f"max |difference| of rows, extract vs naive: {diff:.2e}")
+    report(rates, naive_seconds)
 
 
 if __name__ == "__main__":

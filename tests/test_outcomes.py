@@ -68,7 +68,12 @@ def problem(kind, seed):
 
 @pytest.mark.parametrize("kind", ["hamming", "cosine", "angular", "euclidean", "rv"])
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_outcomes_equal_a_brute_force_loop(kind, exclude_self):
+@pytest.mark.parametrize("chunk", [None, 100])
+def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, chunk, monkeypatch):
+    """Tiles of a few rows, each one chunk; or (``chunk``) one large tile cut into
+    chunks of 2 rows."""
+    if chunk:
+        monkeypatch.setattr(outcomes, "CHUNK_ELEMENTS", chunk)
     index, ig, queries, qg, query_self = problem(kind, seed=3)
     bits = 16 if kind == "hamming" else None
     d = distance.pairwise(queries, index, kind, bits=bits).astype(np.float64)
@@ -76,7 +81,7 @@ def test_outcomes_equal_a_brute_force_loop(kind, exclude_self):
     at = [5 / 16, 7 / 16] if kind == "hamming" else [float(np.quantile(d, 0.1)), 0.5]
     found = outcomes.query_outcomes(
         index, ig, queries, qg, kind, at, bits=bits, query_self=query_self,
-        exclude_self=exclude_self, tile_mb=0.001, device="cpu",
+        exclude_self=exclude_self, tile_mb=1 if chunk else 0.001, device="cpu",
     )  # fmt: skip
     for k, radius in enumerate(at):
         expected = brute(d, ig, qg, query_self, radius, exclude_self)

@@ -35,6 +35,7 @@ from risbench import features, models
 MODELS = {
     "resnet50": ["activation_22", "activation_40", "activation_46", "avg_pool", "predictions"],
     "vgg16": ["block4_pool", "block5_pool", "fc2"],
+    "mobilenet_v2": ["features"],  # the offline default: the --smoke run's model
 }
 
 
@@ -65,9 +66,11 @@ def _sync(device: torch.device) -> None:
 
 
 def pick_weights(key: str) -> str:
+    """The model entry's own weights ("default", "offline", ...) when they can be had
+    offline, else "random"."""
     try:
         features.check_weights(key, {})
-        return "default"
+        return models.resolve_spec(key, {}).weights
     except models.WeightsUnavailable:
         return "random"
 
@@ -92,7 +95,7 @@ def check_model(key: str, layers, paths, args, tmp: str) -> dict:
         "batch_size": bs,
         "workers": args.workers,
         "images": n,
-        "setup_s": setup,
+        "first_setup_s": setup,
     }
 
     # 1. loader alone (decode + resize in workers, pinned copy to the device)
@@ -124,7 +127,11 @@ def check_model(key: str, layers, paths, args, tmp: str) -> dict:
         res["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
         torch.cuda.empty_cache()
 
-    # 3. both: extract end to end, stores written
+    # 3. both: extract end to end, stores written. extract builds its model again: time
+    # that build now (weights cached, CUDA up), as the setup to take off its total
+    t0 = time.perf_counter()
+    features.Extractor(key, spec, names, device=args.device).close()
+    setup = res["setup_s"] = time.perf_counter() - t0
     out = {name: os.path.join(tmp, f"{name}.zarr") for name in names}
     t0 = time.perf_counter()
     features.extract(
@@ -133,7 +140,7 @@ def check_model(key: str, layers, paths, args, tmp: str) -> dict:
     )  # fmt: skip
     total = time.perf_counter() - t0
     res["end_to_end_img_s"] = n / total
-    res["end_to_end_after_setup_img_s"] = n / max(1e-9, total - setup)
+    res["end_to_end_after_setup_img_s"] = n / max(total - setup, total / 100)
 
     loader, model = res["loader_img_s"], res["model_img_s"]
     both = res["end_to_end_after_setup_img_s"]

@@ -8,9 +8,8 @@ dataset job reports. Used for the compact-code comparison at a size where the
 training split can fit PCA-128, ITQ-64 and 8-bit PQ (docs/design.md, "Compact
 descriptors"):
 
-    python benchmarks/tile_photos.py /tmp/tiles
-    snakemake --cores 2 --configfile config/compress.yaml \\
-        --config dataset='{source: folder, folder: /tmp/tiles, distractors: 36}'
+    python benchmarks/tile_photos.py results/tiles
+    snakemake --cores 2 --configfile config/compress-tiles.yaml
 """
 
 from __future__ import annotations

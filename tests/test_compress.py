@@ -436,3 +436,12 @@ def test_compress_command_refuses_an_output_without_its_variant():
 
     with pytest.raises(SystemExit, match="expected NAME/VARIANT=PATH, got 'feat__lsh64=x.zarr'"):
         cli.main(["compress", "--source", "feat", "--spec", "{}", "--output", "feat__lsh64=x.zarr"])
+
+
+def test_the_example_config_passes_the_checks():
+    config = yaml.safe_load((ROOT / "config" / "compress.yaml").read_text())
+    validate(config, SCHEMA, set_default=True)
+    risbench_config.check(config)
+    codes = risbench_config.compact_descriptors(config)
+    assert len(codes) == 7 and "mobilenet_v2_features_max__itq64" in codes
+    assert "pdq" in risbench_config.descriptors(config)

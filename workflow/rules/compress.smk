@@ -10,9 +10,13 @@ COMPRESS_METHODS = {
 }
 
 # The jobs' Snakemake benchmark files (the summary's timing table reads them).
-COMPRESS_TIMINGS = [f"results/timings/compress/{source}.tsv" for source in COMPRESS_METHODS]
+COMPRESS_TIMINGS = [
+    f"results/timings/compress/{source}.tsv" for source in COMPRESS_METHODS
+]
 
 for compress_source, compress_methods in COMPRESS_METHODS.items():
+    # rule names are identifiers: a source's . + - become _
+    compress_rule = re.sub(r"[^A-Za-z0-9_]", "_", compress_source)
     compress_outputs = [
         (f"{name}/{variant}", store(name, variant))
         for name in compress_methods
@@ -21,7 +25,7 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
 
     rule:
         name:
-            "compress_" + re.sub(r"[^A-Za-z0-9_]", "_", compress_source)
+            f"compress_{compress_rule}"
         input:
             lists=[variant_list(v) for v in VARIANTS],
             stores=[store(compress_source, v) for v in VARIANTS],
@@ -49,9 +53,13 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
             ),
             inputs=named_args("list", VARIANTS, [variant_list(v) for v in VARIANTS])
             + " "
-            + named_args("store", VARIANTS, [store(compress_source, v) for v in VARIANTS]),
+            + named_args(
+                "store", VARIANTS, [store(compress_source, v) for v in VARIANTS]
+            ),
             outputs=named_args(
-                "output", [k for k, _ in compress_outputs], [p for _, p in compress_outputs]
+                "output",
+                [k for k, _ in compress_outputs],
+                [p for _, p in compress_outputs],
             ),
         shell:
             "risbench compress --source {params.source:q} --spec {params.spec:q}"

@@ -355,6 +355,28 @@ def test_area_resize_matches_numpy(n, size):
         np.testing.assert_array_equal(phash._area_axis0(a.T.copy().T, size, clamp), expected)
 
 
+@pytest.mark.parametrize(
+    "n, size", [(2, 512), (3, 512), (255, 512), (384, 512), (511, 512), (4, 9)]
+)
+def test_cubic_resize_matches_numpy(n, size):
+    """The compiled cubic resize against NumPy evaluating C's double expressions on whole
+    arrays: neighbour combinations per source row, then ((t a + t^2 b) + t^3 c) / 2 + p1;
+    uint8 clamped and truncated, float rounded to float32."""
+    rng = np.random.default_rng(n)
+    a8 = rng.integers(0, 256, (n, 5)).astype(np.uint8)
+    af = a8.astype(np.float32) * np.float32(0.37) - rng.random((n, 5), dtype=np.float32)
+    idx, t, i0, i2, i3 = phash._cubic_plan(n, size)
+    t = t[:, None]
+    for a, clamp in ((a8, True), (af, False)):
+        p1 = a.astype(np.float64)
+        p0, p2, p3 = p1[i0], p1[i2], p1[i3]
+        ca, cb, cc = -p0 + p2, 2 * p0 - 5 * p1 + 4 * p2 - p3, -p0 + 3 * p1 - 3 * p2 + p3
+        val = ((t * ca[idx] + (t * t) * cb[idx]) + (t * t * t) * cc[idx]) * 0.5 + p1[idx]
+        expected = np.clip(val, 0, 255).astype(np.uint8) if clamp else val.astype(np.float32)
+        np.testing.assert_array_equal(phash._cubic_axis0(a, size, clamp), expected)
+        np.testing.assert_array_equal(phash._cubic_axis0(a.T.copy().T, size, clamp), expected)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 7), (384, 255), (600, 800)])
 def test_radon_sums_match_bincount(shape):
     """Per-line sums of the sampled pixels and their squares, in sample order, as

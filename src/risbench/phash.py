@@ -325,33 +325,19 @@ def _cubic_plan(n: int, size: int):
         pos[j] = acc
         acc = min(float(n - 1), acc + f)
     idx = np.floor(pos).astype(np.intp)
-    t = (pos - idx)[:, None]
     src = np.arange(n)
     i0 = np.where(src > 0, src - 1, src)
     i2 = np.where(src <= n - 2, src + 1, src)
     i3 = np.where(src < n - 2, src + 2, i2)
-    return idx, t, t * t, t * t * t, i0, i2, i3
+    return idx, pos - idx, i0, i2, i3
 
 
 def _cubic_axis0(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
     """Cubic upsampling along axis 0 of (n, L) uint8 (clamp) or float32 values."""
-    idx, t, tt, ttt, i0, i2, i3 = _cubic_plan(a.shape[0], size)
-    # The neighbour combinations depend on the source index only: compute them per source
-    # row (exact small integers for uint8, C's double expressions for float), then gather.
-    p1 = a.astype(np.int16 if clamp else _F64, order="C")
-    p0, p2, p3 = p1[i0], p1[i2], p1[i3]
-    ca = -p0 + p2
-    cb = 2 * p0 - 5 * p1 + 4 * p2 - p3
-    cc = -p0 + 3 * p1 - 3 * p2 + p3
-    val = t * ca[idx]
-    val += tt * cb[idx]
-    val += ttt * cc[idx]
-    val *= 0.5
-    val += p1[idx]
-    if clamp:
-        np.clip(val, 0, 255, out=val)
-        return val.astype(np.uint8)
-    return val.astype(_F32)
+    idx, t, i0, i2, i3 = _cubic_plan(a.shape[0], size)
+    out = np.empty((size, a.shape[1]), dtype=np.uint8 if clamp else _F32)
+    _kern.cubic_axis0(a, idx, t, i0, i2, i3, out, clamp)
+    return out
 
 
 @lru_cache(maxsize=256)

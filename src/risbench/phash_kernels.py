@@ -185,3 +185,31 @@ def studio_luma(rgbx, out):
         g = np.int32(src[4 * i + 1])
         b = np.int32(src[4 * i + 2])
         dst[i] = np.uint8(((66 * r + 129 * g + 25 * b + 128) >> 8) + 16)
+
+
+@nb.njit(**_JIT)
+def cubic_axis0(a, idx, t, i0, i2, i3, out, cast):
+    """CImg's cubic resize (interpolation 5, enlarging) along axis 0: output row j from
+    source row ``idx[j]`` and its neighbours ``i0, i2, i3`` at fraction ``t[j]``, in C's
+    double expressions and order; ``out`` float32, or with ``cast`` uint8 clamped to
+    0..255 and truncated."""
+    size, width = out.shape
+    for j in range(size):
+        s = idx[j]
+        tj = t[j]
+        tt = tj * tj
+        ttt = tt * tj
+        r0, r1, r2, r3 = a[i0[s]], a[s], a[i2[s]], a[i3[s]]
+        for c in range(width):
+            p0 = np.float64(r0[c])
+            p1 = np.float64(r1[c])
+            p2 = np.float64(r2[c])
+            p3 = np.float64(r3[c])
+            ca = -p0 + p2
+            cb = 2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3
+            cc = -p0 + 3.0 * p1 - 3.0 * p2 + p3
+            v = ((tj * ca + tt * cb) + ttt * cc) * 0.5 + p1
+            if cast:
+                out[j, c] = np.uint8(min(max(v, 0.0), 255.0))
+            else:
+                out[j, c] = np.float32(v)

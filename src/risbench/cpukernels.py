@@ -28,12 +28,12 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 # Numba's OpenMP layer (its default here) keeps its workers spinning after each
-# kernel, taking cores from the BLAS threads of the next matrix product and, on
-# a busy machine, making the sweep several times slower (measured: 7.8 s
-# against 1.3 s with the workqueue layer for n = 7,000 at d = 512 under a load
-# of 7 on 2 cores; no difference on an idle machine). The workqueue layer's
-# workers sleep. It serves one launching thread at a time, as the sweep is.
-# NUMBA_THREADING_LAYER, when set, wins.
+# kernel, taking cores from the BLAS threads of the next matrix product; the
+# workqueue layer's workers sleep. Sweeps of n = 7,000 at d = 512 on 2 cores:
+# 0.47 s against 0.41 s with the workqueue when the machine was otherwise
+# quiet, 3.1 s (up to 7.8 s) against 1.0 s when it was busy. The workqueue
+# serves one launching thread at a time, as the sweep is. NUMBA_THREADING_LAYER,
+# when set, wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
@@ -72,11 +72,13 @@ def _use_job_threads() -> int:
 
 # --------------------------------------------------------------------------- bin and count
 #
-# Numba's parallel transform hoists allocations and constants out of a prange
-# body (threads, and rows, would share them), so each prange body only hands a
-# thread's share of rows and its own scratch (made before the loop) to a plain
-# function. Loops index from 0 over a row or a block slice: an index LLVM
-# cannot prove non-negative keeps numba's wraparound and stops vectorisation.
+# Each kernel is a plain function over a range of rows, run on all rows when
+# the job has one thread (no hand-over to a worker), else once per thread from
+# a prange loop that does nothing else: numba's parallel transform hoists
+# allocations and constants out of a prange body (threads, and rows, would
+# share them), so the scratch is made by the caller, one per thread. Loops index
+# from 0 over a row or a block slice: an index LLVM cannot prove non-negative
+# keeps numba's wraparound and stops vectorisation.
 
 
 @numba.njit(fastmath=_FAST)
@@ -134,19 +136,23 @@ def _histogram(bins, w, hists):
 @numba.njit
 def _cumulate(hists, upto, cum_row):
     """cum_row[k] = the entries of the sub-histograms at positions ≤ upto[k]
-    (non-decreasing), as float64 (exact); the sub-histograms are zeroed."""
-    total, done = 0, 0
+    (none when upto[k] < 0), as float64 (exact); the sub-histograms are zeroed."""
+    total = hists[0]
+    for k in range(total.shape[0]):  # vectorised
+        total[k] += hists[1, k] + hists[2, k] + hists[3, k]
+    running = 0
+    for k in range(total.shape[0]):
+        running += total[k]
+        total[k] = running
     for k in range(cum_row.shape[0]):
-        while done <= upto[k]:
-            total += hists[0, done] + hists[1, done] + hists[2, done] + hists[3, done]
-            done += 1
-        cum_row[k] = total
+        cum_row[k] = total[upto[k]] if upto[k] >= 0 else 0
     hists[:] = 0
 
 
-@numba.njit(fastmath=_FAST)
-def _float_rows(x, xi, i0, i1, mode, scale, thr, cum, rowsum, rowmax, hists, bins):
-    """Rows i0:i1 of :func:`_count_float` (one thread's share)."""
+@numba.njit(fastmath=_FAST, cache=True)
+def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1):
+    """Rows i0:i1 of a float chunk (one thread's share, or all rows on one
+    thread); ``hists``, ``bins``: the thread's scratch."""
     n = x.shape[1]
     scale = x.dtype.type(scale)
     low = np.iinfo(xi.dtype).max
@@ -168,18 +174,17 @@ def _float_rows(x, xi, i0, i1, mode, scale, thr, cum, rowsum, rowmax, hists, bin
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, threads):
-    rows = x.shape[0]
-    hists = np.zeros((threads, 4, cum.shape[1] + 1), dtype=np.int32)
-    blocks = np.empty((threads, _BLOCK), dtype=np.int32)
+def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks):
+    threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _float_rows(x, xi, i0, i1, mode, scale, thr, cum, rowsum, rowmax, hists[t], blocks[t])
+        _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1)
 
 
-@numba.njit
-def _count_rows(x, i0, i1, upto, cum, rowsum, rowmax, hists, bins):
-    """Rows i0:i1 of :func:`_count_counts` (one thread's share)."""
+@numba.njit(cache=True)
+def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1):
+    """Rows i0:i1 of a chunk of bit counts (one thread's share, or all rows on
+    one thread); ``hists``, ``bins``: the thread's scratch."""
     n = x.shape[1]
     top = hists.shape[1] - 1
     for i in range(i0, i1):
@@ -200,13 +205,11 @@ def _count_rows(x, i0, i1, upto, cum, rowsum, rowmax, hists, bins):
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_counts(x, upto, top, cum, rowsum, rowmax, threads):
-    rows = x.shape[0]
-    hists = np.zeros((threads, 4, top + 1), dtype=np.int32)
-    blocks = np.empty((threads, _BLOCK), dtype=np.int32)
+def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks):
+    threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _count_rows(x, i0, i1, upto, cum, rowsum, rowmax, hists[t], blocks[t])
+        _count_rows(x, upto, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1)
 
 
 def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowmax: np.ndarray):
@@ -218,14 +221,25 @@ def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowma
 
     Hamming counts are not binned one by one: a histogram of the counts
     (0..bits) and, per radius, the pairs with at most its count threshold."""
-    threads = _use_job_threads()
+    threads = min(_use_job_threads(), max(1, len(x)))
+    size = binner.top + 1 if binner.mode == "lut" else cum.shape[1] + 1
+    # Per thread scratch, made here: numba's parallel transform would hoist an
+    # allocation in a prange body out of the loop, shared by the threads.
+    hists = np.zeros((threads, 4, size), dtype=np.int32)
+    blocks = np.empty((threads, _BLOCK), dtype=np.int32)
     if binner.mode == "lut":
-        _count_counts(x, binner.upto, binner.top, cum, rowsum, rowmax, threads)
-        return
-    ints = np.dtype(f"i{x.dtype.itemsize}")
-    thr, scale = binner.thr, float(getattr(binner, "scale", 1.0))
-    mode = MODES[binner.mode]
-    _count_float(x, x.view(ints), mode, scale, thr, cum, rowsum, rowmax.view(ints), threads)
+        args = (x, binner.upto, cum, rowsum, rowmax)
+        serial, parallel = _count_rows, _count_counts
+    else:
+        ints = np.dtype(f"i{x.dtype.itemsize}")
+        scale = float(getattr(binner, "scale", 1.0))
+        args = (x, x.view(ints), MODES[binner.mode], scale, binner.thr, cum, rowsum)
+        args += (rowmax.view(ints),)
+        serial, parallel = _float_rows, _count_float
+    if threads == 1:  # no hand-over to a worker thread
+        serial(*args, hists[0], blocks[0], 0, len(x))
+    else:
+        parallel(*args, hists, blocks)
 
 
 # --------------------------------------------------------------------------- hamming
@@ -243,11 +257,11 @@ def _popcount(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@numba.njit(parallel=True, cache=True)
-def _hamming_counts(qw, iw_t, out):
-    rows, words = qw.shape
-    n = iw_t.shape[1]
-    for i in prange(rows):
+@numba.njit(cache=True)
+def _hamming_rows(qw, iw_t, out, i0, i1):
+    """Rows i0:i1 of :func:`hamming_counts` (one thread's share, or all)."""
+    words, n = iw_t.shape
+    for i in range(i0, i1):
         row = out[i]
         q = qw[i, 0]
         first = iw_t[0]
@@ -260,9 +274,19 @@ def _hamming_counts(qw, iw_t, out):
                 row[j] += _popcount(q ^ word[j])
 
 
+@numba.njit(parallel=True, cache=True)
+def _hamming_shares(qw, iw_t, out, threads):
+    rows = qw.shape[0]
+    for t in prange(threads):
+        _hamming_rows(qw, iw_t, out, t * rows // threads, (t + 1) * rows // threads)
+
+
 def hamming_counts(qw: np.ndarray, iw_t: np.ndarray, out: np.ndarray) -> None:
     """Differing bits of each query row (uint64 words ``qw``, (rows, words))
     against every index row (the words transposed, ``iw_t`` (words, n)), into
     ``out`` (rows, n), an unsigned integer array."""
-    _use_job_threads()
-    _hamming_counts(qw, iw_t, out)
+    threads = min(_use_job_threads(), max(1, len(qw)))
+    if threads == 1:
+        _hamming_rows(qw, iw_t, out, 0, len(qw))
+    else:
+        _hamming_shares(qw, iw_t, out, threads)

@@ -401,6 +401,17 @@ def test_bytes_f1_figure_draws_log_bytes_and_the_front():
     assert labels == ["hash", "features", "compact", "Pareto front"]
     front = [line for line in ax.get_lines() if line.get_label() == "Pareto front"][0]
     assert front.get_xdata().tolist() == [8, 16, 5120]
+    assert [t.get_text() for t in ax.texts] == [
+        "feat__itq64 (hamming)",
+        "feat__pq16 (euclidean)",
+        "feat (cosine)",
+    ]
+    plt.close(figure)
+    # two descriptors at one point of the front: one name, the other counted
+    rows = results_rows()
+    rows = pd.concat([rows, rows.iloc[[2]].assign(descriptor="feat_norm_l2")])
+    figure = figures.bytes_f1_figure(report.bytes_f1_table(rows))
+    assert figure.axes[0].texts[-1].get_text() == "feat (cosine) +1 tied"
     plt.close(figure)
 
 

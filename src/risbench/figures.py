@@ -522,17 +522,32 @@ def bytes_f1_figure(table: pd.DataFrame):
             linestyle="--",
             label="Pareto front",
         )
-        for row in front.itertuples():
-            ax.annotate(
-                f"{row.descriptor} ({row.distance})",
-                (row.bytes_per_image, row.f1),
-                xytext=(4, -10),
-                textcoords="offset points",
-                fontsize=6,
-            )
+        _label_front(ax, front)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("bytes per image (log scale)")
         ax.set_ylabel("best F1")
         ax.legend(loc="lower right", frameon=False)
         ax.set_title(title)
     return figure
+
+
+def _label_front(ax, front: pd.DataFrame) -> None:
+    """Names each point of the Pareto front once (ties at one point: the first
+    name and how many more), left of the point in the right half of the plot so
+    that no name runs off it, alternately below and above."""
+    points = front.groupby(["bytes_per_image", "f1"], sort=True)
+    right = math.sqrt(front["bytes_per_image"].min() * front["bytes_per_image"].max())
+    for i, ((size, f1), rows) in enumerate(points):
+        first = rows.iloc[0]
+        text = f"{first['descriptor']} ({first['distance']})"
+        if len(rows) > 1:
+            text += f" +{len(rows) - 1} tied"
+        left = size > right
+        ax.annotate(
+            text,
+            (size, f1),
+            xytext=(-4 if left else 4, 6 if i % 2 else -10),
+            textcoords="offset points",
+            ha="right" if left else "left",
+            fontsize=6,
+        )

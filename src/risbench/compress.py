@@ -35,6 +35,8 @@ log = logging.getLogger("risbench")
 SEPARATOR = "__"
 ITQ_ITERATIONS = 50
 SPEC = re.compile(r"([a-z]+)-([0-9]+)")
+# The keys of config `compress` that are options, not source descriptors.
+OPTIONS = ("split", "pq_nbits")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,12 @@ METHODS = {
         Method("pca", "float", "dimensions", "PCA to k dimensions (scikit-learn), float32"),
         Method("pcaw", "float", "dimensions", "whitened PCA to k dimensions, float32"),
         Method("lsh", "binary", "bits", "random-hyperplane LSH on centred data, sign bits"),
-        Method("itq", "binary", "bits", "ITQ: PCA to b dimensions, 50 rotation steps, sign bits"),
+        Method(
+            "itq",
+            "binary",
+            "bits",
+            f"ITQ: PCA to b dimensions, {ITQ_ITERATIONS} rotation steps, sign bits",
+        ),
         Method("pq", "float", "bytes", "FAISS product quantiser, codes decoded to float"),
     )
 }
@@ -95,9 +102,6 @@ def compact_descriptors(config: dict) -> dict[str, dict]:
 def sources(config: dict) -> dict[str, list[str]]:
     """Source descriptor → its method specs (``compress`` without its options)."""
     return {k: v for k, v in (config.get("compress") or {}).items() if k not in OPTIONS}
-
-
-OPTIONS = ("split", "pq_nbits")
 
 
 def parse_name(name: str) -> tuple[str, str, int] | None:

@@ -53,11 +53,11 @@ allows. Importing this module loads the compiled loops (compiling them once into
 cache on first use: a few seconds).
 
 Memory: at most 40 bytes per input pixel at peak, decode included (measured ~7-9 for a
-3 MP photo, 5 for the DCT hash), plus a constant ~50 MB per process for the compiled code,
-taken at import. The grey conversion of images Pillow cannot export whole runs in strips
-of rows, the blur works on chunks of lines with one output image and cache-sized
-buffers, and the resizes work in chunks of columns. None of this changes the order of
-any floating-point operation.
+3 MP photo, 5 for the DCT hash), plus a constant ~230 MB per process taken at import
+(numba ~120 MB, pyarrow ~50, the loaded compiled loops ~50). The grey conversion of
+images Pillow cannot export whole runs in strips of rows, the blur works on chunks of
+lines with one output image and cache-sized buffers, and the resizes work in chunks of
+columns. None of this changes the order of any floating-point operation.
 """
 
 from __future__ import annotations

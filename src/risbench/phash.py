@@ -137,10 +137,17 @@ def _rgbx_view(image: Image.Image) -> np.ndarray | None:
     if not hasattr(image, "__arrow_c_array__"):
         return None
     try:
-        data = pyarrow.array(image).buffers()[-1]
+        exported = pyarrow.array(image)
     except ValueError:  # "Image rows are not contiguous in memory."
         return None
     w, h = image.size
+    kind = exported.type  # one pixel: a fixed list of 4 bytes, R, G, B, padding
+    pixel = pyarrow.types.is_fixed_size_list(kind) and kind.list_size == 4
+    if not pixel or kind.value_type != pyarrow.uint8() or exported.offset:
+        return None  # another Pillow's layout: take the conversion path
+    data = exported.buffers()[-1]
+    if data is None or data.size < h * w * 4:
+        return None
     return np.frombuffer(data, dtype=np.uint8, count=h * w * 4).reshape(h, w, 4)
 
 

@@ -353,6 +353,10 @@ def test_area_resize_matches_numpy(n, size):
         expected = phash._u8_cast(acc) if clamp else acc
         np.testing.assert_array_equal(phash._area_axis0(a, size, clamp), expected)
         np.testing.assert_array_equal(phash._area_axis0(a.T.copy().T, size, clamp), expected)
+        for rows in (1, 4, 6):  # along axis 1: four rows at a time, then the rest
+            along_x = np.empty((rows, size), dtype=expected.dtype)
+            phash._kern.area_axis1(a.T[:rows].copy(), src, weight, along_x, clamp)
+            np.testing.assert_array_equal(along_x, expected.T[:rows])
 
 
 @pytest.mark.parametrize(

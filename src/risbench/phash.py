@@ -409,7 +409,13 @@ def _resize_columns(a: np.ndarray, size: int, clamp: bool) -> np.ndarray:
 
 
 def _resize512(img: np.ndarray, clamp: bool) -> np.ndarray:
-    t = _resize_axis0(img.T, 512, clamp).T  # along x
+    h, w = img.shape
+    if w > 512:  # shrinking along x: the moving average straight on the rows
+        src, weight = _area_plan(w, 512)
+        t = np.empty((h, 512), dtype=np.uint8 if clamp else _F32)
+        _kern.area_axis1(img, src, weight, t, clamp)
+    else:
+        t = _resize_axis0(img.T, 512, clamp).T  # along x
     return _resize_axis0(t, 512, clamp)  # along y
 
 

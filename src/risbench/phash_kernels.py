@@ -173,6 +173,46 @@ def area_axis0(a, src, weight, out, cast):
 
 
 @nb.njit(**_JIT)
+def _area_row(row, src, weight, out, r, cast):
+    """One row of :func:`area_axis1`: each output's pieces added in float, in order."""
+    size, pieces = src.shape
+    scale = np.float32(row.shape[0])
+    for j in range(size):
+        s = np.float32(0)
+        for k in range(pieces):
+            s = s + np.float32(row[src[j, k]]) * weight[j, k]
+        _store(out, r, j, s / scale, cast)
+
+
+@nb.njit(**_JIT)
+def area_axis1(a, src, weight, out, cast):
+    """:func:`area_axis0` along axis 1 of ``a`` (H, n): the same float accumulation per
+    output, reading rows in place (no transposed view). Four rows at a time: their four
+    sums are independent, so the additions of one do not wait on another's (2x faster
+    than one row at a time on a 4 MP image), each sum still in piece order."""
+    size, pieces = src.shape
+    h, n = a.shape
+    scale = np.float32(n)
+    for r in range(0, h - h % 4, 4):
+        ra, rb, rc, rd = a[r], a[r + 1], a[r + 2], a[r + 3]
+        for j in range(size):
+            s0 = s1 = s2 = s3 = np.float32(0)
+            for k in range(pieces):
+                c = src[j, k]
+                wk = weight[j, k]
+                s0 = s0 + np.float32(ra[c]) * wk
+                s1 = s1 + np.float32(rb[c]) * wk
+                s2 = s2 + np.float32(rc[c]) * wk
+                s3 = s3 + np.float32(rd[c]) * wk
+            _store(out, r, j, s0 / scale, cast)
+            _store(out, r + 1, j, s1 / scale, cast)
+            _store(out, r + 2, j, s2 / scale, cast)
+            _store(out, r + 3, j, s3 / scale, cast)
+    for r in range(h - h % 4, h):
+        _area_row(a[r], src, weight, out, r, cast)
+
+
+@nb.njit(**_JIT)
 def studio_luma(rgbx, out):
     """CImg's studio-range luma of 8-bit RGB, in integers:
     ``16 + (66 R + 129 G + 25 B + 128) >> 8``, from C-contiguous (H, W, 4) uint8 (RGB and

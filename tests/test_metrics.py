@@ -641,6 +641,8 @@ def test_kernel_threads_follow_the_job(monkeypatch):
     pool = numba.config.NUMBA_NUM_THREADS
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert cpukernels.job_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1,4")  # OpenMP's per-level list
+    assert cpukernels.job_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", str(pool + 5))
     assert cpukernels.job_threads() == pool
     monkeypatch.delenv("OMP_NUM_THREADS")

@@ -54,7 +54,8 @@ def job_threads() -> int:
     it to a job's threads, and as BLAS reads it), else every CPU numba sees;
     never more than numba's pool."""
     pool = numba.config.NUMBA_NUM_THREADS
-    wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    # (OpenMP allows a list, one count per nesting level: the first is ours)
+    wanted = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     try:
         threads = int(wanted) if wanted else pool
     except ValueError:
@@ -81,10 +82,12 @@ def _use_job_threads() -> int:
 # keeps numba's wraparound and stops vectorisation.
 
 
-@numba.njit(fastmath=_FAST)
+@numba.njit
 def _bin_block(blk, mode, scale, thr, bins):
     """Bins of a block of distances: the first j with v ≤ thr[j] (R + 1 when
-    none), as Binner computes them (same float operations, same dtype)."""
+    none), as Binner computes them (same float operations, same dtype). Every
+    bin lies in 0..R+1, whatever the input: the histograms are indexed
+    unchecked."""
     w = blk.shape[0]
     R = thr.shape[0] - 1
     if mode == 2:  # search: binary search on the thresholds
@@ -100,7 +103,8 @@ def _bin_block(blk, mode, scale, thr, bins):
         return
     zero, top = blk.dtype.type(0), blk.dtype.type(R + 1)
     for j in range(w):  # ceil(v / step), exact for a power-of-two step (vectorised)
-        bins[j] = np.int32(np.ceil(min(max(blk[j] * scale, zero), top)))
+        k = np.int32(np.ceil(min(max(blk[j] * scale, zero), top)))
+        bins[j] = min(max(k, 0), R + 1)  # (a NaN would convert to anything)
     if mode == 1:  # uniform: the estimate is off by at most one
         for j in range(w):
             v, k = blk[j], bins[j]

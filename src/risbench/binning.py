@@ -90,7 +90,6 @@ class Binner:
         lut = np.searchsorted(thresholds, np.arange(bits + 1), side="left")
         self.mode = "lut"
         self.dtype = np.int16 if R + 2 < 2**15 - 1 else np.int32
-        self.sentinel = np.iinfo(self.dtype).max
         self.lut = xp.asarray(lut.astype(self.dtype))
         # the fused CPU counter: pairs at radius j = counts ≤ upto[j] (0..bits)
         self.top = bits
@@ -100,6 +99,7 @@ class Binner:
 
     def _init_float(self, radii: np.ndarray, bound: float | None) -> None:
         xp, R, raw = self.xp, self.R, self.raw
+        t = down_to(radii, raw.type)  # the radii as the raw dtype sees them
         step = uniform_step(radii)
         if step is not None and is_power_of_two(step):
             dyadic = np.array_equal(radii, np.arange(R + 1) * step)
@@ -111,18 +111,15 @@ class Binner:
         elif step is not None:
             self.mode = "uniform"
             self.scale = raw.type(1 / step)
-            t = down_to(radii, raw.type)
             ext = np.concatenate([[-np.inf], t, [np.inf]]).astype(raw)
             self.hi = xp.asarray(ext[1:])  # hi[k] = t_k (t_{R+1} = +inf)
             self.lo = xp.asarray(ext[:-1])  # lo[k] = t_{k-1} (t_{-1} = -inf)
         else:
             self.mode = "search"
-        # the radii as the raw dtype sees them: bin = the first j with d ≤ thr[j]
-        self.thr = xp.asarray(down_to(radii, raw.type))
+        self.thr = xp.asarray(t)  # bin = the first j with d ≤ thr[j]
         top = 2**15 - 2 if R + 2 < 2**15 - 2 else 2**31 - 2
         self.dtype = np.int16 if top < 2**15 else np.int32
-        self.sentinel = top + 1  # larger than any bin
-        self.limit = xp.asarray(np.append(down_to(radii, raw.type), -np.inf).astype(raw))
+        self.limit = xp.asarray(np.append(t, -np.inf).astype(raw))
         # Distances are bounded for all but euclidean: skip the clamp when the
         # largest possible bin fits the bin dtype (bins above R count as beyond).
         fits = bound is not None and self.mode != "search"

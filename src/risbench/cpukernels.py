@@ -228,9 +228,11 @@ def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowma
     threads = min(_use_job_threads(), max(1, len(x)))
     size = binner.top + 1 if binner.mode == "lut" else cum.shape[1] + 1
     # Per thread scratch, made here: numba's parallel transform would hoist an
-    # allocation in a prange body out of the loop, shared by the threads.
+    # allocation in a prange body out of the loop, shared by the threads. The
+    # bins are unsigned: an index numba cannot prove non-negative gets a
+    # wraparound test (signed int32 bins: 0.68 ns a pair, unsigned: 0.53).
     hists = np.zeros((threads, 4, size), dtype=np.int32)
-    blocks = np.empty((threads, _BLOCK), dtype=np.int32)
+    blocks = np.empty((threads, _BLOCK), dtype=np.uint32)
     if binner.mode == "lut":
         args = (x, binner.upto, cum, rowsum, rowmax)
         serial, parallel = _count_rows, _count_counts

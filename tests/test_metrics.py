@@ -633,6 +633,25 @@ def test_the_workflow_parse_does_not_import_numba():
     assert done.stdout.strip() == "[]"
 
 
+def test_kernels_launched_from_two_python_threads(monkeypatch):
+    """numba's workqueue layer aborts the process when two Python threads launch
+    parallel kernels at once: cpukernels makes them take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    radii = metrics.radius_grid("cosine")
+    binner = binning.Binner(radii, "cosine", None, np)
+    x = np.random.default_rng(3).random((64, 2000), dtype=np.float32)
+    expected = (x.astype(np.float64)[:, :, None] <= radii).sum(axis=1)
+
+    def counts(_):
+        return kernel_counts(binner, x)[0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for cum in pool.map(counts, range(40)):
+            assert np.array_equal(cum, expected)
+
+
 def test_kernel_threads_follow_the_job(monkeypatch):
     import numba
 

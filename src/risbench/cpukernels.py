@@ -21,6 +21,7 @@ Only jobs import this module (through :mod:`risbench.binning` and, lazily,
 from __future__ import annotations
 
 import os
+import threading
 
 import numba
 import numpy as np
@@ -36,6 +37,9 @@ from numba.extending import intrinsic
 # when set, wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+# ... and would abort the process on launches from two Python threads at once
+# (sweeps run from a thread pool): parallel launches take turns.
+_LAUNCH = threading.Lock()
 
 # Binner modes as the kernel sees them (risbench.binning.Binner.mode).
 MODES = {"dyadic": 0, "uniform": 1, "search": 2}
@@ -245,7 +249,8 @@ def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowma
     if threads == 1:  # no hand-over to a worker thread
         serial(*args, hists[0], blocks[0], 0, len(x))
     else:
-        parallel(*args, hists, blocks)
+        with _LAUNCH:
+            parallel(*args, hists, blocks)
 
 
 # --------------------------------------------------------------------------- hamming
@@ -295,4 +300,5 @@ def hamming_counts(qw: np.ndarray, iw_t: np.ndarray, out: np.ndarray) -> None:
     if threads == 1:
         _hamming_rows(qw, iw_t, out, 0, len(qw))
     else:
-        _hamming_shares(qw, iw_t, out, threads)
+        with _LAUNCH:
+            _hamming_shares(qw, iw_t, out, threads)

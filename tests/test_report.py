@@ -395,6 +395,21 @@ def test_table3_best_first_ties_broken_by_name(results):
     assert table.loc[2, "dimensions"] == 64
 
 
+def test_main_protocol_is_queries_on_a_pairs_run_then_all(results):
+    assert report.main_protocol(results) == "all"
+    # a pairs data set: its own queries protocol heads the tables, with or without `all`
+    as_queries = results.assign(protocol=results["protocol"].replace({"all": "queries"}))
+    assert report.main_protocol(as_queries) == "queries"
+    both = pd.concat([results, as_queries[as_queries["protocol"] == "queries"]])
+    assert report.main_protocol(both) == "queries"
+    table = report.table3(as_queries)
+    assert table[["descriptor", "distance"]].values.tolist() == [
+        ["cnn", "cosine"],
+        ["cnn", "euclidean"],
+        ["dct", "hamming"],
+    ]
+
+
 def test_table4_has_paper_columns(results):
     table = report.table4(results)
     assert list(table.columns) == ["descriptor", "distance", "Base", "Rotate", "mean"]

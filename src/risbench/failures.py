@@ -5,10 +5,11 @@ and the failure gallery.
 Which benchmarks: the ``single-{variant}`` protocols (a modified image queried
 against the base images, its one relevant image its original), ``original``
 left out (a base image queried against itself); when none of them ran, the
-main protocol (``all``), where a query misses when some image of its group is
+main protocol (``all``, or ``queries`` on a pairs data set:
+:func:`risbench.report.main_protocol`), where a query misses when some image of its group is
 out of reach (fn > 0). A query *misses* when fn > 0 at its benchmark's best
 radius. Per descriptor one distance, its best: Table 3's (the highest best F1
-under ``all``), else the highest mean best F1 over those benchmarks; ties by
+under the main protocol), else the highest mean best F1 over those benchmarks; ties by
 name.
 """
 
@@ -48,11 +49,13 @@ def source_benchmarks(results: pd.DataFrame) -> pd.DataFrame:
     each descriptor at its best distance, best descriptor first."""
     rows = results[results["queries_table"].notna()]
     single = rows[rows["protocol"].str.startswith(SINGLE_PREFIX) & (rows["variant"] != "original")]
-    main = "all" if (results["protocol"] == "all").any() else None
+    from risbench.report import main_protocol
+
+    main = main_protocol(results)
     chosen = single if not single.empty else rows[rows["protocol"] == main]
     if chosen.empty:
         return chosen
-    ranking = results[results["protocol"] == "all"]
+    ranking = results[results["protocol"] == main]
     if ranking.empty:
         ranking = chosen
     score = ranking.groupby(["descriptor", "distance"], as_index=False)["f1"].mean()

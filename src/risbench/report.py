@@ -135,10 +135,13 @@ def load_results(run_indexes) -> pd.DataFrame:
 
 
 def main_protocol(results: pd.DataFrame) -> str | None:
-    """The protocol the overview figures show: ``all`` when run, else the first one."""
+    """The protocol of the headline tables and figures (Table 3, thresholds, F1
+    against bytes, failures, the overview figures): ``queries`` when run (a
+    ``pairs`` data set: the user's own ground truth), else ``all``, else the first."""
     protocols = list(dict.fromkeys(results["protocol"]))
-    if "all" in protocols:
-        return "all"
+    for headline in ("queries", "all"):
+        if headline in protocols:
+            return headline
     return protocols[0] if protocols else None
 
 
@@ -242,14 +245,15 @@ def load_timings(paths) -> pd.DataFrame:
 
 
 def table3(results: pd.DataFrame, l2_normalized=()) -> pd.DataFrame:
-    """Best F1 per descriptor and ranking over all modifications, best first.
+    """Best F1 per descriptor and ranking over all modifications (the main
+    protocol: ``all``, or ``queries`` on a pairs data set), best first.
 
     Distances that provably rank a descriptor's images alike
     (:func:`risbench.ranking.same_ranking`: cosine and angular, and Euclidean
     too for the descriptors named in ``l2_normalized``) are one row, that of the
     first (cosine first), with ``same_ranking_as`` naming the others; their own
     numbers stay in the benchmark files and the other tables."""
-    rows = results[results["protocol"] == "all"]
+    rows = results[results["protocol"] == main_protocol(results)]
     normalized = set(l2_normalized)
     kept, same = [], []
     for descriptor, own in rows.groupby("descriptor", sort=False):
@@ -667,7 +671,7 @@ def bytes_f1_table(results: pd.DataFrame) -> pd.DataFrame:
     ``pareto``: on the front of bytes against F1. Smallest first, then best F1."""
     from risbench import compress
 
-    rows = results[results["protocol"] == "all"]
+    rows = results[results["protocol"] == main_protocol(results)]
     table = pd.DataFrame(
         {
             "descriptor": rows["descriptor"],

@@ -22,7 +22,7 @@ SRC = ROOT / "src" / "risbench"
 # run (the shell lines in workflow/rules/); cli.py itself runs in all of them.
 ENV_MODULES = {
     "risbench": ["dataset", "download", "modify", "catalog", "hashing", "benchmark", "screening"]
-    + ["report"],
+    + ["compress", "report"],
     "cupy": ["benchmark"],
     "torch": ["features"],
 }
@@ -32,6 +32,8 @@ PROVIDER = {
     "torch": "pytorch",
     "matplotlib": "matplotlib-base",
     "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+    "faiss": "faiss-cpu",
+    "sklearn": "scikit-learn",
     "huggingface_hub": "timm",  # both are dependencies of timm
     "safetensors": "timm",
 }

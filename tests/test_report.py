@@ -14,6 +14,7 @@ import pytest
 from matplotlib.patches import StepPatch
 
 from risbench import cli, failures, figures, htmltable, metrics, modify, ranking, report
+from risbench import config as risbench_config
 from risbench.results import (
     QUERY_COLUMNS,
     BenchmarkStats,
@@ -916,11 +917,11 @@ def test_same_ranking_sets_and_the_configs_l2_descriptors():
     assert ranking.same_ranking(["hamming"], True) == [("hamming",)]
     spec = {"source": "torchvision", "arch": "mobilenet_v2", "weights": "offline"}
     spec |= {"layers": ["features"], "pooling": ["avg", "max"], "normalize": ["none", "l2"]}
-    assert ranking.l2_normalized({"models": {"mobilenet_v2": spec}}) == [
+    assert risbench_config.l2_normalized({"models": {"mobilenet_v2": spec}}) == [
         "mobilenet_v2_features_avg_norm_l2",
         "mobilenet_v2_features_max_norm_l2",
     ]
-    assert ranking.l2_normalized({"models": {"m": spec | {"normalize": ["none"]}}}) == []
+    assert risbench_config.l2_normalized({"models": {"m": spec | {"normalize": ["none"]}}}) == []
 
 
 def test_cells_rounded_by_what_each_column_holds():
@@ -1143,7 +1144,7 @@ def test_l2_normalized_of_the_default_config_imports_nothing_heavy():
         "import sys, yaml\n"
         "from risbench import ranking\n"
         f"config = yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r}))\n"
-        "names = ranking.l2_normalized(config)\n"
+        "names = risbench_config.l2_normalized(config)\n"
         "heavy = ('torch', 'timm', 'zarr', 'pandas', 'numpy', 'matplotlib')\n"
         "print(len(names), sorted(m for m in heavy if m in sys.modules))\n"
     )

@@ -76,6 +76,20 @@ def descriptors(config: dict) -> dict[str, dict]:
     return table
 
 
+def l2_normalized(config: dict) -> list[str]:
+    """The descriptors the config L2-normalises (model option ``normalize: l2``),
+    in descriptor order: Table 3 merges their Euclidean row with cosine's
+    (:mod:`risbench.ranking`)."""
+    from risbench import models
+
+    return [
+        name
+        for model_key, spec in (config.get("models") or {}).items()
+        for name, _layer, _pool, norm in models.descriptor_plan(model_key, spec)
+        if norm == "l2"
+    ]
+
+
 def compact_descriptors(config: dict) -> dict[str, dict]:
     """The codes of ``compress``: name -> {kind, origin "compress", source}."""
     from risbench import compress

@@ -15,7 +15,8 @@ Known from the config, never from the numbers (docs/design.md, "Same ranking"):
 An increasing function keeps every ranking, so every ranked metric agrees;
 the radius metrics agree up to each distance's own radius grid.
 
-Cheap to import: the workflow calls :func:`l2_normalized` while it parses.
+Which descriptors are L2-normalised is the config's to say
+(:func:`risbench.config.l2_normalized`); this module knows no model.
 """
 
 from __future__ import annotations
@@ -24,19 +25,6 @@ from __future__ import annotations
 ORDER = ("cosine", "angular", "euclidean")
 ALWAYS_SAME = frozenset({"cosine", "angular"})
 SAME_ON_UNIT_ROWS = frozenset({"cosine", "angular", "euclidean"})
-
-
-def l2_normalized(config: dict) -> list[str]:
-    """The descriptors the config L2-normalises (model option ``normalize: l2``),
-    in descriptor order."""
-    from risbench import models
-
-    return [
-        name
-        for model_key, spec in (config.get("models") or {}).items()
-        for name, _layer, _pool, norm in models.descriptor_plan(model_key, spec)
-        if norm == "l2"
-    ]
 
 
 def same_ranking(distances, normalized: bool) -> list[tuple[str, ...]]:

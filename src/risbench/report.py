@@ -609,7 +609,7 @@ def summarize(
     timed, exactly those; ``images`` is the catalog (the example sheet);
     ``robustness`` draws best F1 against strength (the workflow asks when
     :func:`risbench.results.wants_robustness`); ``l2_normalized`` names the
-    descriptors the config L2-normalises (:func:`risbench.ranking.l2_normalized`),
+    descriptors the config L2-normalises (:func:`risbench.config.l2_normalized`),
     whose Euclidean ranking Table 3 shows as the cosine one.
     """
     results = load_results(runs)

@@ -1,7 +1,5 @@
 # The paper's tables and figures, and the captions of `snakemake --report`.
 
-from risbench.ranking import l2_normalized
-
 
 report: "../report/workflow.rst"
 
@@ -75,7 +73,7 @@ rule summarize:
             if "results/figures/robustness.png" in summary_outputs()
             else ""
         ),
-        l2_normalized=l2_normalized(config),
+        l2_normalized=risbench_config.l2_normalized(config),
     shell:
         "risbench summarize --tables-dir results/tables --figures-dir results/figures"
         " --runs {input.runs:q} --timings {input.timings:q} --images {input.images:q}"

@@ -29,7 +29,7 @@ def test_load_run_reads_every_summary_table(tmp_path):
 
 
 def _run_index(root: Path, entry: dict) -> None:
-    path = imageindex.run_index_path(root, "dct", "hamming")
+    path = Path(results.run_index_path("dct", "hamming", root))
     path.parent.mkdir(parents=True)
     data = {"descriptor": "dct", "distance": "hamming", "protocols": {"all": entry}}
     path.write_text(json.dumps(data))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from risbench import cli, distance, hashing, imageindex, metrics, modify
-from risbench.results import BenchmarkStats, RunIndex
+from risbench.results import BenchmarkStats, RunIndex, run_index_path
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "images"
 ORIGINALS = sorted(GOLDEN.glob("*.png"))[:8]
@@ -156,7 +156,7 @@ def test_radius_from_a_finished_run(photos, tmp_path, capsys):
         stats_path
     )
     table = results / "benchmark" / "all" / "dct__hamming.parquet"
-    run_path = imageindex.run_index_path(results, "dct", "hamming")
+    run_path = Path(run_index_path("dct", "hamming", results))
     run_path.parent.mkdir(parents=True)
     RunIndex("dct", "hamming", {"all": {"table": str(table), "stats": str(stats_path)}}).write(
         run_path

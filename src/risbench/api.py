@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from risbench.imageindex import ImageIndex, run_index_path
-from risbench.results import TABLES, ResultsError, RunIndex
+from risbench.imageindex import ImageIndex
+from risbench.results import TABLES, ResultsError, RunIndex, run_index_path
 
 __all__ = ["load_run", "open_index", "outcomes"]
 
@@ -45,7 +45,7 @@ def outcomes(results_dir: str | os.PathLike, descriptor: str, distance: str, pro
     as a DataFrame: the parquet file its run index lists under ``queries``."""
     import pandas as pd
 
-    path = run_index_path(results_dir, descriptor, distance)
+    path = run_index_path(descriptor, distance, results_dir)
     run = RunIndex.read(path)
     if protocol not in run.protocols:
         raise ResultsError(f"{path}: no protocol {protocol!r}; it has {', '.join(run.protocols)}")

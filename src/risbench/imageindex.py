@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from risbench import distance as dist
-from risbench import search
+from risbench import results, search
 
 FORMAT = "risbench image index"
 FORMAT_VERSION = 1
@@ -362,21 +362,13 @@ def expand(paths) -> list[str]:
     return out
 
 
-def run_index_path(results_dir: str | os.PathLike, descriptor: str, distance: str) -> Path:
-    """Where the workflow writes a benchmark's run index (workflow/rules/common.smk)."""
-    return Path(results_dir) / "benchmark" / "runs" / f"{descriptor}__{distance}.json"
-
-
 def best_radius(results_dir, descriptor: str, distance: str, protocol: str = "all") -> float:
     """The best radius (mean F1) of a finished benchmark's protocol ``protocol``."""
-    from risbench.results import BenchmarkStats, ResultsError, RunIndex
-
-    run = RunIndex.read(run_index_path(results_dir, descriptor, distance))
+    path = results.run_index_path(descriptor, distance, results_dir)
+    run = results.RunIndex.read(path)
     if protocol not in run.protocols:
-        raise ResultsError(
-            f"{run_index_path(results_dir, descriptor, distance)}: no protocol {protocol!r}"
-        )
-    return float(BenchmarkStats.read(run.protocols[protocol]["stats"]).best["radius"])
+        raise results.ResultsError(f"{path}: no protocol {protocol!r}")
+    return float(results.BenchmarkStats.read(run.protocols[protocol]["stats"]).best["radius"])
 
 
 def index_files(output, images, *, descriptor=None, distance=None, radius=None, run=None,
@@ -416,5 +408,5 @@ def answer_text(photo: str, matches: list[tuple[str, float]]) -> str:
 
 def answer_json(photo: str, matches: list[tuple[str, float]]) -> str:
     """One JSON object: {"query": PATH, "results": [{"image": PATH, "distance": D}, ...]}."""
-    results = [{"image": image, "distance": distance} for image, distance in matches]
-    return json.dumps({"query": photo, "results": results})
+    found = [{"image": image, "distance": distance} for image, distance in matches]
+    return json.dumps({"query": photo, "results": found})

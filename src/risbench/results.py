@@ -88,6 +88,12 @@ OPERATING_KEYS = ("target_precision", "reached", "radius", "precision", "recall"
 SINGLE_PREFIX = "single-"
 
 
+def run_index_path(descriptor: str, distance: str, results_dir: str | os.PathLike = "results"):
+    """Where the workflow writes the run index of one descriptor × distance (the
+    one owner of that layout: the rules, the index command and the API ask here)."""
+    return os.path.join(results_dir, "benchmark", "runs", f"{descriptor}__{distance}.json")
+
+
 class ResultsError(ValueError):
     """A results file that cannot be read; the message names the file and the key."""
 

@@ -4,7 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
-from risbench import codedeps, placement
+from risbench import codedeps, placement, results
 from risbench import config as risbench_config
 
 # Names the schema cannot know (modifications, hashes, layers, weights, devices)
@@ -56,7 +56,7 @@ def benchmark_result(protocol, descriptor, distance, suffix):
 
 
 def run_index(descriptor, distance):
-    return f"results/benchmark/runs/{descriptor}__{distance}.json"
+    return results.run_index_path(descriptor, distance)
 
 
 def named_args(option, names, paths):
@@ -96,8 +96,6 @@ def all_pairs():
 def summary_outputs():
     """The summary's tables and figures, decided by the config alone (one owner:
     risbench.results)."""
-    from risbench import results
-
     return results.summary_outputs(MODIFIED, PROTOCOLS)
 
 

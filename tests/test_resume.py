@@ -88,7 +88,8 @@ def test_two_runs_give_identical_results(reference, tmp_path):
     run_snakemake(again, *CORES)
     assert read_tables(again) == read_tables(reference)
     first, second = benchmark_tables(reference), benchmark_tables(again)
-    assert first.keys() == second.keys() and len(first) == 6
+    # 6 per-radius tables and their 6 per-query outcomes
+    assert first.keys() == second.keys() and len(first) == 12
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name], check_exact=True)
     first, second = stores(reference), stores(again)

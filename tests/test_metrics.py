@@ -504,9 +504,23 @@ def test_large_tile_equals_small_tile_counts_on_realistic_data():
     assert_matches(a, ref | {"fbeta": a.fbeta}, counts)
 
 
-def numpy_count_rows(binner, x, cum, rowsum, rowmax):
+def numpy_finish(x, finish):
+    """Products to distances in place with NumPy, as the kernel's ``finish``
+    (a distance.RowFinish) says: float32 formula, then the identical pairs at 0."""
+    if finish.distance == "cosine":
+        np.maximum(np.float32(1) - x, np.float32(0), out=x)
+    else:
+        s = (x * np.float32(-2) + finish.isq[None, :]) + finish.qsq[:, None]
+        np.sqrt(np.maximum(s, np.float32(0)), out=x)
+    rows = np.repeat(np.arange(len(x)), np.diff(finish.id_ptr))
+    x[rows, finish.id_cols] = 0
+
+
+def numpy_count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     """The plain NumPy counter (the CPU path before the fused kernel, the GPU
     path's code today): the Binner's bins, an offset bincount, NumPy sums."""
+    if finish is not None:
+        numpy_finish(x, finish)
     cum[...] = binning.cum_bincount(binner.bins(x), len(cum[0]) - 1)
     rowsum[...] = x.sum(axis=1, dtype=rowsum.dtype)
     rowmax[...] = x.max(axis=1)
@@ -597,6 +611,45 @@ def test_kernel_equals_numpy_counter_on_boundary_heavy_data(grid):
     assert np.array_equal(rowmax, x.max(axis=1))
     exact = np.array([math.fsum(row) for row in x.astype(np.float64)])
     np.testing.assert_allclose(rowsum, exact, rtol=1e-12)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_finishes_products_as_numpy_does(distance, threads, monkeypatch):
+    """Products turned into distances inside the counting kernel are bit for bit
+    those of distance._to_distance (NumPy), identical rows at 0 included: the
+    same tiles finished both ways, then counted both ways. The data has
+    duplicated rows (similarity rounds above 1), near-duplicates and, for
+    euclidean, large norms, where any reassociation or FMA would show."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((300, 48)).astype(np.float32) * rng.uniform(0.01, 50, (300, 1))
+    x = x.astype(np.float32)
+    x[100:140] = x[:40]  # bit-identical rows
+    x[140:180] = x[:40] * np.float32(1 + 2**-20)  # near-duplicates
+    qp, ip = dist.prepare_pair(x, x, distance, xp=np)
+    ident = dist.identical_pairs(qp.host, ip.host)
+    radii = metrics.radius_grid(distance, step=2.0**-9, max_radius=4.0)
+    binner = binning.Binner(radii, distance, None, np)
+    rows = 0
+    for start, stop, tile, finish in dist.iter_raw_tiles(qp, ip, 128, ident, deferred=True):
+        ref = tile.copy()
+        finish.func(ref, start, 0, stop - start)  # NumPy: distance._to_distance
+        spec = finish(0, stop - start, in_kernel=True)
+        assert isinstance(spec, dist.RowFinish)
+        cum, rowsum, rowmax = (
+            np.empty((stop - start, binner.R + 1)),
+            np.empty(stop - start),
+            np.empty(stop - start, np.float32),
+        )
+        binning.count_rows(binner, tile, cum, rowsum, rowmax, spec)
+        assert np.array_equal(tile.view(np.uint32), ref.view(np.uint32))
+        expected = [np.empty_like(cum), np.empty_like(rowsum), np.empty_like(rowmax)]
+        numpy_count_rows(binner, ref, *expected)
+        assert np.array_equal(cum, expected[0]) and np.array_equal(rowmax, expected[2])
+        assert (tile[np.arange(stop - start), np.arange(start, stop)] == 0).all()
+        rows += stop - start
+    assert rows == 300
 
 
 def test_kernel_on_edge_shapes_and_threads(monkeypatch):

@@ -43,6 +43,10 @@ _LAUNCH = threading.Lock()
 
 # Binner modes as the kernel sees them (risbench.binning.Binner.mode).
 MODES = {"dyadic": 0, "uniform": 1, "search": 2}
+# Distances whose products the float kernel turns into distances itself
+# (_finish_row). Angular is not among them: numba's float32 arccos (libm)
+# differs from NumPy's (SIMD) in the last bit for 6 % of inputs.
+FINISH = {"cosine": 1, "euclidean": 3}
 # Columns binned per block: the block's bins stay in L1 between the (vectorised)
 # binning loop and the (scalar) histogram loop.
 _BLOCK = 512
@@ -157,16 +161,44 @@ def _cumulate(hists, upto, cum_row):
     hists[:] = 0
 
 
+# (fastmath=False stated: a callee not stating it inherits its caller's flags)
+@numba.njit(cache=True, fastmath=False)
+def _finish_row(row, fin, isq, qsq, cols):
+    """Matrix products to distances in place (``fin``: FINISH's codes), as
+    ``distance._to_distance`` does with NumPy: the same float32 operations in
+    the same order, no fast-math flags (no FMA contraction, no
+    reassociation), then exactly 0 at the columns ``cols`` (bit-identical
+    rows)."""
+    n = row.shape[0]
+    zero, one, two = row.dtype.type(0), row.dtype.type(1), row.dtype.type(-2)
+    if fin == 1:  # cosine: 1 - s, floored at 0 (|s| > 1 by rounding)
+        for j in range(n):
+            v = one - row[j]
+            row[j] = v if v >= zero else zero
+    elif fin == 3:  # euclidean: sqrt(max((s · -2 + |i|²) + |q|², 0))
+        for j in range(n):
+            v = (row[j] * two + isq[j]) + qsq
+            row[j] = np.sqrt(v if v >= zero else zero)
+    for c in cols:
+        row[c] = zero
+
+
 @numba.njit(fastmath=_FAST, cache=True)
-def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1):
+def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1, fin):
     """Rows i0:i1 of a float chunk (one thread's share, or all rows on one
-    thread); ``hists``, ``bins``: the thread's scratch."""
+    thread); ``hists``, ``bins``: the thread's scratch; ``fin``: (code, index
+    squared norms, query squared norms, identical pairs' CSR pointer and
+    columns) of the products still to be turned into distances (code 0: none)."""
     n = x.shape[1]
     scale = x.dtype.type(scale)
     low = np.iinfo(xi.dtype).max
     upto = np.arange(cum.shape[1])
+    code, isq, qsq, id_ptr, id_cols = fin
     for i in range(i0, i1):
         row, bits = x[i], xi[i]
+        if code:
+            q = qsq[i] if code == 3 else x.dtype.type(0)
+            _finish_row(row, code, isq, q, id_cols[id_ptr[i] : id_ptr[i + 1]])
         s, m = 0.0, _order_key(bits[0], low) if n else 0
         for a in range(0, n, bins.shape[0]):
             blk, blk_bits = row[a : a + bins.shape[0]], bits[a : a + bins.shape[0]]
@@ -182,11 +214,11 @@ def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks):
+def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fin):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1)
+        _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1, fin)
 
 
 @numba.njit(cache=True)
@@ -220,12 +252,17 @@ def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks):
         _count_rows(x, upto, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1)
 
 
-def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowmax: np.ndarray):
+def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     """Per row of the distance chunk ``x`` (raw units, rows contiguous): into
     ``cum`` (rows, R+1) float64 the pairs retrieved at each radius (bin ≤ j),
     into ``rowsum`` the sum of the row's distances (float64 sums of the
     distances; exact int64 bit counts for hamming), into ``rowmax`` its largest
     distance (``x``'s dtype). ``binner``: a NumPy :class:`risbench.binning.Binner`.
+
+    ``finish``: None when ``x`` holds distances; else ``x`` holds float32
+    matrix products and ``finish`` is the :class:`risbench.distance.RowFinish`
+    that turns them into distances, in place, row by row while each row is in
+    cache (distances in FINISH only).
 
     Hamming counts are not binned one by one: a histogram of the counts
     (0..bits) and, per radius, the pairs with at most its count threshold."""
@@ -238,19 +275,35 @@ def count_rows(binner, x: np.ndarray, cum: np.ndarray, rowsum: np.ndarray, rowma
     hists = np.zeros((threads, 4, size), dtype=np.int32)
     blocks = np.empty((threads, _BLOCK), dtype=np.uint32)
     if binner.mode == "lut":
-        args = (x, binner.upto, cum, rowsum, rowmax)
+        if finish is not None:
+            raise ValueError("hamming counts need no finish")
+        args, tail = (x, binner.upto, cum, rowsum, rowmax), ()
         serial, parallel = _count_rows, _count_counts
     else:
         ints = np.dtype(f"i{x.dtype.itemsize}")
         scale = float(getattr(binner, "scale", 1.0))
         args = (x, x.view(ints), MODES[binner.mode], scale, binner.thr, cum, rowsum)
         args += (rowmax.view(ints),)
+        tail = (_finish_args(finish, x.dtype),)
         serial, parallel = _float_rows, _count_float
     if threads == 1:  # no hand-over to a worker thread
-        serial(*args, hists[0], blocks[0], 0, len(x))
+        serial(*args, hists[0], blocks[0], 0, len(x), *tail)
     else:
         with _LAUNCH:
-            parallel(*args, hists, blocks)
+            parallel(*args, hists, blocks, *tail)
+
+
+def _finish_args(finish, dtype) -> tuple:
+    """The kernel's view of a RowFinish (one tuple type whatever the distance,
+    so that one compiled kernel serves all)."""
+    none = np.zeros(0, dtype=dtype), np.zeros(1, dtype=np.int64)
+    if finish is None:
+        return (0, none[0], none[0], none[1], none[1][:0])
+    if finish.distance not in FINISH:
+        raise ValueError(f"the CPU kernel cannot finish {finish.distance} distances")
+    isq = none[0] if finish.isq is None else finish.isq
+    qsq = none[0] if finish.qsq is None else finish.qsq
+    return (FINISH[finish.distance], isq, qsq, finish.id_ptr, finish.id_cols)
 
 
 # --------------------------------------------------------------------------- hamming

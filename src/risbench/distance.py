@@ -500,8 +500,18 @@ class _RawTiles:
             tile[lo - start : hi - start] = self.block_buf[lo - b0 : hi - b0]
         return tile
 
-    def finish(self, tile, start: int, a: int, b: int) -> None:
-        """Rows a:b of a tile starting at query row ``start`` become distances."""
+    def finish(self, tile, start: int, a: int, b: int, in_kernel: bool = False):
+        """Rows a:b of a tile starting at query row ``start`` become distances.
+
+        ``in_kernel``: when the CPU counting kernel can do it (a NumPy float
+        distance in ``cpukernels.FINISH``), do nothing and return the
+        :class:`RowFinish` it needs, so that each row is finished while it is
+        in cache; else finish here and return None."""
+        if in_kernel and self.is_float and is_numpy(self.xp):
+            from risbench import cpukernels
+
+            if self.qp.distance in cpukernels.FINISH:
+                return self._row_finish(start + a, start + b)
         part = tile[a:b]
         if self.counts_in_finish:
             _hamming_block(self.qp, start + a, start + b, self.ip, part)
@@ -514,6 +524,35 @@ class _RawTiles:
                 counts = np.diff(id_ptr[start + a : start + b + 1])
                 rows = np.repeat(np.arange(b - a), counts)
                 part[self.xp.asarray(rows), self.id_cols_x[i0:i1]] = 0
+
+
+    def _row_finish(self, q0: int, q1: int) -> RowFinish:
+        qp, ip = self.qp, self.ip
+        if self.identical is None:
+            ptr, cols = np.zeros(q1 - q0 + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        else:
+            id_ptr, id_cols = self.identical
+            ptr = np.asarray(id_ptr[q0 : q1 + 1], dtype=np.int64) - int(id_ptr[q0])
+            cols = np.asarray(id_cols[int(id_ptr[q0]) : int(id_ptr[q1])], dtype=np.int64)
+        euclidean = qp.distance == "euclidean"
+        isq = ip.sqnorm if euclidean else None
+        qsq = qp.sqnorm[q0:q1] if euclidean else None
+        return RowFinish(qp.distance, isq, qsq, ptr, cols)
+
+
+@dataclass
+class RowFinish:
+    """What turns the products of query rows q0:q1 into distances, for a kernel
+    that does it row by row (:func:`risbench.cpukernels.count_rows`): the
+    squared norms (euclidean; float32, index side and the rows' own) and the
+    bit-identical pairs as a CSR local to the rows (``id_ptr`` (rows + 1,),
+    int64, from 0; ``id_cols``), set to exactly 0 after the formula."""
+
+    distance: str
+    isq: np.ndarray | None
+    qsq: np.ndarray | None
+    id_ptr: np.ndarray
+    id_cols: np.ndarray
 
 
 def iter_raw_tiles(
@@ -537,7 +576,9 @@ def iter_raw_tiles(
     tile still holds the matrix products (CPU hamming: nothing yet) and
     ``finish(a, b)`` turns its rows a:b into distances in place (so that a
     caller can do it chunk by chunk, while the rows are in cache). Every row
-    must be finished exactly once."""
+    must be finished exactly once: ``finish(a, b, in_kernel=True)`` may
+    instead return a :class:`RowFinish` for the CPU counting kernel, which
+    then finishes those rows itself."""
     if tile_rows < 1:
         raise ValueError("tile_rows must be at least 1")
     tiles = _RawTiles(qp, ip, tile_rows, identical)

@@ -791,13 +791,13 @@ class _TileAccumulator:
         t.cum, t.rowsum = self.cum_buf[: t.rows], self.rowsum_buf[: t.rows]
         for c0 in range(0, t.rows, self.chunk):
             c1 = min(t.rows, c0 + self.chunk)
-            finish(c0, c1)
             x = t.raw[c0:c1]
-            if self.numpy:
-                rowmax = self.rowmax_buf[: c1 - c0]
-                binning.count_rows(self.binner, x, t.cum[c0:c1], t.rowsum[c0:c1], rowmax)
+            if self.numpy:  # products to distances in the kernel, where it can
+                rowmax, spec = self.rowmax_buf[: c1 - c0], finish(c0, c1, in_kernel=True)
+                binning.count_rows(self.binner, x, t.cum[c0:c1], t.rowsum[c0:c1], rowmax, spec)
                 chunk_max = float(rowmax.max())
             else:
+                finish(c0, c1)
                 b = self.bins_buf[: c1 - c0]
                 self.binner(x, b, None if self.u_buf is None else self.u_buf[: c1 - c0])
                 t.cum[c0:c1] = binning.cum_bincount(b, p.R, xp)

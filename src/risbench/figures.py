@@ -490,13 +490,13 @@ def failure_gallery_figure(rows: pd.DataFrame, side: int = 256):
 FAMILY_MARKERS = {"hash": "s", "features": "o", "compact": "^"}
 
 
-def bytes_f1_figure(table: pd.DataFrame):
-    """Best F1 (protocol all) against bytes per image (log x), one marker shape a
+def bytes_f1_figure(table: pd.DataFrame, protocol: str | None = "all"):
+    """Best F1 (the main protocol) against bytes per image (log x), one marker shape a
     family (hashes, CNN features, compact codes), the Pareto front as a step line
     through its points, each labelled."""
-    title = "Best F1 against bytes per image (protocol all)"
+    title = f"Best F1 against bytes per image (protocol {protocol})"
     if table.empty:
-        return message_figure(title, "no benchmark of protocol all")
+        return message_figure(title, f"no benchmark of protocol {protocol}")
     with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
         figure, ax = plt.subplots(figsize=(8, 5), layout="constrained")
         palette = sns.color_palette("deep", len(FAMILY_MARKERS))

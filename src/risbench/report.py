@@ -582,7 +582,7 @@ def summary_figures(results, table4_single, catalog=None, robustness=False) -> d
         "failure_gallery": lambda: figures.failure_gallery_figure(
             failures.gallery_rows(results, catalog)
         ),
-        "bytes_f1": lambda: figures.bytes_f1_figure(bytes_f1_table(results)),
+        "bytes_f1": lambda: figures.bytes_f1_figure(bytes_f1_table(results), protocol),
     }
     names = [name for name in FIGURES if catalog is not None or name not in NEED_CATALOG]
     if robustness:

@@ -807,8 +807,9 @@ def first_tile(acc, tiles):
 
 
 def test_count_step_counts_retrieved_pairs_per_query():
-    """Step 1 alone: retrieved counts per query and radius, row sums, maximum and
-    histogram of all pairs, against the distances of distance.pairwise."""
+    """Step 1 alone: retrieved counts per query and radius, row sums and maximum,
+    against the distances of distance.pairwise; with step 2 (on the CPU its
+    score kernel sums the counts), the histogram of all pairs."""
     x, g = clustered(12, 6, 16, 2.5, seed=5)
     radii = metrics.radius_grid("cosine", step=0.01)
     acc, tiles = start_sweep(
@@ -822,6 +823,7 @@ def test_count_step_counts_retrieved_pairs_per_query():
     part = parts[None]
     np.testing.assert_allclose(part.rowsum, d.sum(axis=1), rtol=1e-5)
     assert part.max == d.max()
+    acc.relevant(t, parts)
     assert np.array_equal(np.cumsum(part.all_hist[:-1]), expected.sum(axis=0))
     assert part.all_hist.sum() == d.size
 
@@ -848,6 +850,83 @@ def test_relevant_step_counts_true_positives_and_the_query_itself(excl):
     assert np.array_equal(t.tp, tp) and np.array_equal(t.cum, ret)
     off_diagonal = rel.sum() - n  # similar pairs: same group, not the query itself
     assert parts[None].sim_hist.sum() == off_diagonal and parts[None].self_hist.sum() == n
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_score_kernel_by_hand(exclude_self, threads, monkeypatch):
+    """cpukernels.score_rows on hand-made counts, radii 0, 1, 2, β² = 4. Query A
+    (relevant others at bins 1 and 2, itself at bin 0) retrieves 0, 1, 3 pairs
+    besides itself; query B (nothing relevant, not in the index) 0, 0, 2.
+    Sums over both: tp/max(ret, 1), tp/max(ret + rel, 1), tp/max(ret + 4 rel, 1)."""
+    from risbench import cpukernels
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+    cum = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 2.0]])  # A's own pair included
+    tp = np.full((2, 3), -1.0)
+    relevant = np.array([0, 2, 2]), np.array([1, 2])
+    self_bins = np.array([0, 4])  # B: not in the index (any bin > R)
+    member = np.array([[True, True], [False, True]])  # sets: both, B alone
+    if exclude_self:  # A: rel 2, itself neither retrieved nor relevant
+        nr, ret_a, tp_a = np.array([2.0, 0.0]), [0, 1, 3], [0, 1, 2]
+    else:  # A: rel 3, itself retrieved and relevant
+        nr, ret_a, tp_a = np.array([3.0, 0.0]), [1, 2, 4], [1, 2, 3]
+    sums, counts = cpukernels.score_rows(
+        cum, tp, relevant, self_bins, exclude_self, nr, 4.0, member
+    )
+    ret_b, r = [0, 0, 2], nr[0]
+    assert np.array_equal(tp, [tp_a, [0, 0, 0]]) and np.array_equal(cum, [ret_a, ret_b])
+    expected = [
+        [t / max(c, 1) for t, c in zip(tp_a, ret_a, strict=True)],
+        [t / max(c + r, 1) for t, c in zip(tp_a, ret_a, strict=True)],
+        [t / max(c + 4 * r, 1) for t, c in zip(tp_a, ret_a, strict=True)],
+    ]
+    np.testing.assert_array_equal(sums[0], expected)  # B adds 0 everywhere
+    np.testing.assert_array_equal(sums[1], np.zeros((3, 3)))
+    pre = np.add(ret_a, ret_b) + ([1, 1, 1] if exclude_self else 0)
+    np.testing.assert_array_equal(counts[0], [tp_a, np.add(ret_a, ret_b), pre])
+    np.testing.assert_array_equal(counts[1], [[0, 0, 0], ret_b, ret_b])
+    first, kth = np.empty(2, np.int64), np.empty(2, np.int64)
+    cpukernels.first_at_least(cum, np.array([1, 1]), first)
+    cpukernels.first_at_least(cum, np.array([3, 3]), kth)
+    assert list(first) == ([1, 2] if exclude_self else [0, 2]) and list(kth) == [2, 3]
+
+
+@pytest.mark.parametrize("distance", ["hamming", "euclidean"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_cpu_kernels_equal_the_generic_path_bit_for_bit(distance, exclude_self, monkeypatch):
+    """The CPU sweep (fused kernels: products to distances, counts, tp, score
+    sums) against the generic array code that CuPy runs, here on NumPy: every
+    table column, histogram and ranked metric bit for bit, with β ≠ 1, a set of
+    distractor queries (nothing relevant, not in the index) and a set of
+    non-contiguous queries. Integer data: both paths' distances are exact."""
+    rng = np.random.default_rng(3)
+    if distance == "hamming":
+        x, bits = np.packbits(rng.integers(0, 2, (90, 40), dtype=np.uint8), axis=1), 40
+        extra = np.packbits(rng.integers(0, 2, (20, 40), dtype=np.uint8), axis=1)
+    else:
+        x, bits = rng.integers(-3, 4, (90, 6)).astype(np.float32), None
+        extra = rng.integers(-3, 4, (20, 6)).astype(np.float32)
+    g = rng.integers(0, 25, 90)
+    queries, qg = np.concatenate([x, extra]), np.concatenate([g, -1 - np.arange(20)])
+    qself = np.concatenate([np.arange(90), np.full(20, -1)])
+    radii = metrics.radius_grid(distance, bits=bits, step=0.01, max_radius=3.0)
+    sets = {"all": np.arange(90), "distractors": np.arange(110), "odd": np.arange(1, 110, 3)}
+    kw = dict(bits=bits, query_self=qself, exclude_self=exclude_self, beta=0.5, tile_rows=32)
+
+    def run():
+        return metrics.sweep(x, g, queries, qg, distance, radii, query_sets=sets, **kw)
+
+    cpu = run()
+    use_numpy_shim(monkeypatch)
+    generic = run()
+    for name in sets:
+        a, b = cpu[name], generic[name]
+        for column in ("precision", "recall", "f1", "fbeta", "tp", "fp", "fn"):
+            assert np.array_equal(getattr(a, column), getattr(b, column)), (name, column)
+        assert np.array_equal(a.similar_hist, b.similar_hist)
+        assert np.array_equal(a.dissimilar_hist, b.dissimilar_hist)
+        assert a.ranked() == b.ranked()
 
 
 def test_scores_step_by_hand():

@@ -306,6 +306,132 @@ def _finish_args(finish, dtype) -> tuple:
     return (FINISH[finish.distance], isq, qsq, finish.id_ptr, finish.id_cols)
 
 
+# --------------------------------------------------------------------------- scores
+#
+# After counting, the sweep needs per query and radius the relevant pairs
+# retrieved (tp) and, per query set, the sums over its queries of P = tp/ret,
+# tp/(ret + rel) and tp/(ret + β²·rel), with NumPy's rounding: the same float64
+# divisions, summed query after query in row order (as NumPy's sum along axis
+# 0 does). Threads split the radii, never the queries, so that order holds.
+
+
+@numba.njit(cache=True)
+def _score_cols(
+    cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, h, j0, j1
+):
+    """Radii j0:j1 of :func:`score_rows` (one thread's share, or all);
+    ``h``: the thread's scratch."""
+    rows, parts = cum.shape[0], member.shape[0]
+    w = j1 - j0
+    for i in range(rows):
+        below = 0
+        h[:w] = 0
+        for p in range(rel_ptr[i], rel_ptr[i + 1]):  # this row's relevant pairs
+            b = rel_bins[p] - j0
+            if b < 0:
+                below += 1
+            elif b < w:
+                h[b] += 1
+        crow, trow, sb = cum[i, j0:j1], tp[i, j0:j1], self_bins[i] - j0
+        run = below
+        for j in range(w):  # tp: the relevant pairs at bin ≤ j, the query itself
+            run += h[j]  # counted (or taken out of ret under exclude_self)
+            trow[j] = run
+        taken = excl and sb < w  # the query itself taken out of ret at j ≥ sb
+        for j in range(max(sb, 0), w):
+            if excl:
+                crow[j] -= 1.0
+            else:
+                trow[j] += 1.0
+        nri, b2nr = nr[i], b2 * nr[i]
+        for p in range(parts):
+            if not member[p, i]:
+                continue
+            # (sums[p, k, j0:j1] is typed contiguous, sums[p, :, j0:j1][k] is not)
+            _add_ratio(sums[p, 0, j0:j1], trow, crow, 0.0)
+            _add_ratio(sums[p, 1, j0:j1], trow, crow, nri)
+            if b2 != 1.0:
+                _add_ratio(sums[p, 2, j0:j1], trow, crow, b2nr)
+            _add_counts(counts[p, 0, j0:j1], trow)
+            _add_counts(counts[p, 1, j0:j1], crow)
+            _add_counts(counts[p, 2, j0:j1], crow)
+            if taken:
+                for j in range(max(sb, 0), w):
+                    counts[p, 2, j0 + j] += 1
+
+
+@numba.njit(cache=True)
+def _add_ratio(acc, t, c, add):
+    """acc += t / max(c + add, 1), one array per loop so that it vectorises (c
+    + 0.0 is c: the counts are never -0.0)."""
+    for j in range(acc.shape[0]):
+        d = c[j] + add
+        acc[j] += t[j] / (d if d >= 1.0 else 1.0)
+
+
+@numba.njit(cache=True)
+def _add_counts(cnt, x):
+    for j in range(cnt.shape[0]):
+        cnt[j] += np.int64(x[j])
+
+
+@numba.njit(parallel=True, cache=True)
+def _score_shares(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, h):
+    threads, width = h.shape[0], cum.shape[1]
+    for t in prange(threads):
+        j0, j1 = t * width // threads, (t + 1) * width // threads
+        _score_cols(
+            cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, h[t], j0, j1
+        )
+
+
+def score_rows(cum, tp, relevant, self_bins, exclude_self: bool, nr, b2: float, member):
+    """The tp counts and score sums of a tile: ``cum`` (rows, R+1) float64, the
+    pairs each query retrieves at each radius (the query itself taken out here
+    under ``exclude_self``); into ``tp`` (same shape) the relevant pairs
+    retrieved (the query itself counted unless ``exclude_self``).
+    ``relevant``: (CSR pointer local to the rows, bins) of each row's
+    relevant pairs other than itself; ``self_bins``: per row the bin of the
+    query itself (R + 1 or more: not in the index); ``nr``: relevant images per
+    row (float64); ``member`` (sets, rows) bool: the rows of each query set.
+
+    Returns per set ``sums`` (sets, 3, R+1) float64, the sums over its rows of
+    tp/max(ret, 1), tp/max(ret + rel, 1) and tp/max(ret + β²·rel, 1) (the
+    maximum only matters where the sum is 0, and then tp = 0; the last only
+    when β² ≠ 1, else zeros), and ``counts``
+    (sets, 3, R+1) int64: the sums of tp, of ret and of ret before
+    ``exclude_self`` took the query out (every pair's cumulative histogram)."""
+    rel_ptr, rel_bins = relevant
+    rows, width = cum.shape
+    threads = min(_use_job_threads(), max(1, width))
+    sums = np.zeros((len(member), 3, width))
+    counts = np.zeros((len(member), 3, width), dtype=np.int64)
+    h = np.empty((threads, width), dtype=np.int64)
+    args = (cum, tp, rel_ptr, rel_bins, self_bins, bool(exclude_self), nr, float(b2), member)
+    if threads == 1:
+        _score_cols(*args, sums, counts, h[0], 0, width)
+    else:
+        with _LAUNCH:
+            _score_shares(*args, sums, counts, h)
+    return sums, counts
+
+
+@numba.njit(cache=True)
+def first_at_least(cum, k, out):
+    """Per row, the first j with cum[i, j] ≥ k[i] (rows non-decreasing), else
+    the row length: a binary search (binning.first_at_least's answer)."""
+    width = cum.shape[1]
+    for i in range(cum.shape[0]):
+        lo, hi, row, want = 0, width, cum[i], k[i]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if row[mid] < want:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[i] = lo
+
+
 # --------------------------------------------------------------------------- hamming
 
 

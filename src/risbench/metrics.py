@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from risbench import binning
+from risbench import binning, cpukernels
 from risbench import distance as dist
 
 DEFAULT_MAX_RADIUS = {"hamming": 0.5, "rv": 1.0, "cosine": 1.0, "angular": 0.5, "euclidean": 2.0}
@@ -471,6 +471,13 @@ def _query_masks(query_sets, nq: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- the accumulator
 
 
+def _all_hist(cum_sum: np.ndarray, pairs: int) -> np.ndarray:
+    """Every pair's bin count (R+2: the last is beyond the grid) from the sum
+    of the rows' cumulative counts and the number of pairs."""
+    h = np.diff(cum_sum, prepend=0)
+    return np.append(h, pairs - int(h.sum()))
+
+
 def _pick(array, sel, xp):
     """``array[sel]`` for a slice or host positions, on the array's backend."""
     if isinstance(sel, slice) or isinstance(array, np.ndarray):
@@ -506,6 +513,8 @@ class _Tile:
     sx: object = None
     sb: np.ndarray | None = None
     self_rows: np.ndarray | None = None
+    first: np.ndarray | None = None  # CPU: per row, the first radius retrieving anything
+    kth: np.ndarray | None = None  # CPU: per row, the first radius reaching k others
 
     @property
     def rows(self) -> int:
@@ -535,6 +544,7 @@ class _Part:
     self_hist: np.ndarray | None = None
     n_dis: int = 0  # dissimilar pairs
     lowest: int = 0  # bin of the nearest dissimilar pair (R + 1: none or beyond)
+    scores: tuple | None = None  # CPU: the score kernel's (sums, counts) of the set's rows
 
     @classmethod
     def of(cls, mask: np.ndarray, start: int, stop: int) -> _Part | None:
@@ -626,28 +636,44 @@ class _SetTotals:
         xp, b2 = self.xp, self.p.beta**2
         cum, tp = _pick(t.cum, part.sel, xp), _pick(t.tp, part.sel, xp)
         nr = _pick(nr, part.sel, xp)
-        work = work[: len(part.rows)]
-        none_ret, nr0, any_nr0, none_both = self._empty_counts(cum, nr)
-        xp.maximum(cum, 1.0, out=work)
-        xp.divide(tp, work, out=work)
-        self.sums["precision"] += dist.to_numpy(work.sum(axis=0) + none_ret)
+        first = None if t.first is None else t.first[part.sel]
+        none_ret, nr0, any_nr0, none_both = self._empty_counts(cum, nr, first)
+        if part.scores is not None:  # CPU: the score kernel's sums (step 2)
+            (p_sum, f1_sum, fb_sum), (tp_sum, ret_sum, _) = part.scores
+        else:
+            p_sum, f1_sum, fb_sum = self._ratio_sums(cum, tp, nr, work[: len(part.rows)], any_nr0)
+            tp_sum = dist.to_numpy(tp.sum(axis=0)).astype(np.int64)
+            ret_sum = dist.to_numpy(cum.sum(axis=0)).astype(np.int64)
+        self.sums["precision"] += dist.to_numpy(p_sum + none_ret)
         inv_nr = 1.0 / xp.maximum(nr, 1.0)
         self.sums["recall"] += dist.to_numpy(inv_nr @ tp + nr0.sum())
-        f1 = 2.0 * self._f_ratio_sum(cum, tp, nr, 1.0, work, any_nr0) + none_both
+        f1 = 2.0 * f1_sum + none_both
         self.sums["f1"] += dist.to_numpy(f1)
         if b2 == 1.0:
             self.sums["fbeta"] += dist.to_numpy(f1)
         else:
-            fb = (1.0 + b2) * self._f_ratio_sum(cum, tp, nr, b2, work, any_nr0) + none_both
-            self.sums["fbeta"] += dist.to_numpy(fb)
-        self.tp_sum += dist.to_numpy(tp.sum(axis=0)).astype(np.int64)
-        self.ret_sum += dist.to_numpy(cum.sum(axis=0)).astype(np.int64)
+            self.sums["fbeta"] += dist.to_numpy((1.0 + b2) * fb_sum + none_both)
+        self.tp_sum += tp_sum
+        self.ret_sum += ret_sum
 
-    def _empty_counts(self, cum, nr):
+    def _ratio_sums(self, cum, tp, nr, work, any_nr0: bool):
+        """Σ over the queries of tp/ret, tp/(ret + rel) and tp/(ret + β²·rel)
+        per radius (NumPy or CuPy; the last None when β = 1)."""
+        xp, b2 = self.xp, self.p.beta**2
+        xp.maximum(cum, 1.0, out=work)
+        xp.divide(tp, work, out=work)
+        p_sum = work.sum(axis=0)
+        f1_sum = self._f_ratio_sum(cum, tp, nr, 1.0, work, any_nr0)
+        fb_sum = None if b2 == 1.0 else self._f_ratio_sum(cum, tp, nr, b2, work, any_nr0)
+        return p_sum, f1_sum, fb_sum
+
+    def _empty_counts(self, cum, nr, first=None):
         """Per radius: the queries that retrieve nothing, and those that also have
-        nothing relevant (0.0 when every query has something relevant)."""
+        nothing relevant (0.0 when every query has something relevant).
+        ``first``: per query the first radius retrieving anything, if known."""
         xp, R = self.xp, self.p.R
-        first = binning.first_at_least(cum, 1, xp)  # the first radius retrieving anything
+        if first is None:
+            first = binning.first_at_least(cum, 1, xp)
         none_ret = len(cum) - xp.cumsum(binning.bincount(xp, first, R + 2))[: R + 1]
         nr0 = nr == 0
         any_nr0 = bool(nr0.any())
@@ -808,9 +834,9 @@ class _TileAccumulator:
                 part.add_chunk(c0, c1, t.rowsum, chunk_max, sums_of)
         for part in parts.values():
             part.end_chunks(t.rowsum, xp)
-            h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
-            h = np.diff(h, prepend=0)
-            part.all_hist = np.append(h, len(part.rows) * p.n - int(h.sum()))  # + beyond
+            if not self.numpy:  # (CPU: from the score kernel's counts, step 2)
+                h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
+                part.all_hist = _all_hist(h, len(part.rows) * p.n)
 
     def _sums_of(self, t: _Tile, x, c0: int, rowmax):
         """For :meth:`_Part.add_chunk`: the sums and maximum of some rows of the
@@ -834,8 +860,13 @@ class _TileAccumulator:
         """Step 2: tp per query and radius from the relevant pairs; the query's
         own pair moves the counts (relevant, or neither retrieved nor relevant
         under ``exclude_self``); per set, the bins of its similar and self pairs."""
-        self._relevant_counts(t)
-        self._self_pairs(t)
+        self._relevant_pairs_of(t)
+        self._self_pairs_of(t)
+        if self.numpy:
+            self._score_rows(t, parts)
+        else:
+            self._relevant_counts(t)
+            self._self_pairs(t)
         xp, R = self.xp, self.p.R
         for part in parts.values():
             part.pairs = part.within(t.rel_rows)
@@ -843,13 +874,43 @@ class _TileAccumulator:
             part.sim_hist = dist.to_numpy(binning.bincount(xp, _pick(t.rb, part.pairs, xp), R + 2))
             part.self_hist = np.bincount(t.sb[part.selfs], minlength=R + 2)
 
-    def _relevant_counts(self, t: _Tile) -> None:
+    def _relevant_pairs_of(self, t: _Tile) -> None:
+        """The tile's relevant pairs other than the queries themselves, their
+        distances and bins."""
         p, xp, R = self.p, self.xp, self.p.R
         a, z = int(p.rel_ptr[t.start]), int(p.rel_ptr[t.stop])
         t.rel_rows = p.rel_rows[a:z] - t.start
         t.rr, t.rc = self.rel_rows_x[a:z] - t.start, self.rel_cols_x[a:z]
         t.rx = t.raw[t.rr, t.rc]
         t.rb = xp.minimum(self.binner.bins(t.rx), R + 1)
+
+    def _score_rows(self, t: _Tile, parts: dict) -> None:
+        """CPU, steps 2 and 6 in one kernel pass over the tile's counts
+        (:func:`risbench.cpukernels.score_rows`): tp, the query itself, and
+        per set the sums that :meth:`_SetTotals.add_scores` adds; per row the
+        first radius retrieving anything and the first reaching k others."""
+        p, R = self.p, self.p.R
+        t.tp = self.tp_buf[: t.rows]
+        ptr = p.rel_ptr[t.start : t.stop + 1] - p.rel_ptr[t.start]
+        self_bins = np.full(t.rows, R + 1, dtype=np.int64)
+        self_bins[t.self_rows] = t.sb
+        member = np.zeros((len(parts), t.rows), dtype=bool)
+        for k, part in enumerate(parts.values()):
+            member[k, part.rows] = True
+        nr = self.nrel_x[t.start : t.stop].astype(np.float64)
+        sums, counts = cpukernels.score_rows(
+            t.cum, t.tp, (ptr, t.rb), self_bins, p.exclude_self, nr, p.beta**2, member
+        )
+        for k, part in enumerate(parts.values()):
+            part.scores = sums[k], counts[k]
+            part.all_hist = _all_hist(counts[k, 2], len(part.rows) * p.n)
+        t.first, t.kth = np.empty(t.rows, np.int64), np.empty(t.rows, np.int64)
+        cpukernels.first_at_least(t.cum, np.ones(t.rows, dtype=np.int64), t.first)
+        cpukernels.first_at_least(t.cum, self.k_reach[t.start : t.stop], t.kth)
+
+    def _relevant_counts(self, t: _Tile) -> None:
+        """GPU: tp per query and radius from the relevant pairs' bins."""
+        xp, R = self.xp, self.p.R
         # (integer cumulative sums: a float64 cumsum along rows is ~8x slower)
         tpi = self.tpi_buf[: t.rows]
         ok = t.rb <= R
@@ -862,14 +923,19 @@ class _TileAccumulator:
         t.tp = self.tp_buf[: t.rows]
         t.tp[...] = tpi
 
-    def _self_pairs(self, t: _Tile) -> None:
-        """The query itself (at d = 0 when its row is the same, as in the protocols)."""
+    def _self_pairs_of(self, t: _Tile) -> None:
+        """The query itself (at d = 0 when its row is the same, as in the
+        protocols): its pairs, distances and bins."""
         p, xp, R = self.p, self.xp, self.p.R
         t.self_rows = np.flatnonzero(p.has_self[t.start : t.stop])
         t.srow = xp.asarray(t.self_rows)
         t.scol = self.query_self_x[t.start : t.stop][t.srow]
         t.sx = t.raw[t.srow, t.scol]
         t.sb = dist.to_numpy(xp.minimum(self.binner.bins(t.sx), R + 1))
+
+    def _self_pairs(self, t: _Tile) -> None:
+        """GPU: the query itself counted as relevant, or taken out of ret."""
+        p, xp = self.p, self.xp
         if t.self_rows.size == t.rows and not t.sb.any():  # every query in the index, at 0
             if p.exclude_self:
                 t.cum -= 1.0
@@ -892,7 +958,10 @@ class _TileAccumulator:
         for part in parts.values():
             if part.lowest <= p.R:
                 lowest[part.rows] = np.maximum(lowest[part.rows], part.lowest)
-        kth = binning.first_at_least(t.cum, self.k_reach_x[t.start : t.stop][:, None], xp)
+        if t.kth is not None:
+            kth = t.kth
+        else:
+            kth = binning.first_at_least(t.cum, self.k_reach_x[t.start : t.stop][:, None], xp)
         low = xp.asarray(lowest)
         level = xp.where(low >= 0, xp.maximum(kth, low), kth)
         flat = xp.flatnonzero(t.raw <= self.binner.limit[level][:, None])

@@ -143,6 +143,61 @@ def test_pq_decodes_each_subvector_to_its_nearest_centroid():
         assert np.all(error <= distances.min(axis=1) + 1e-5)
 
 
+@pytest.mark.parametrize("spec", ["pca-6", "pcaw-6", "lsh-16", "itq-8", "pq-4"])
+def test_kept_encoder_gives_the_fitted_encoders_codes_bit_for_bit(spec, tmp_path):
+    method, size = compress.parse_spec(spec)
+    rng = np.random.default_rng(7)
+    train = rng.standard_normal((300, 16)).astype(np.float32)
+    x = (rng.standard_normal((5000, 16)) * 3).astype(np.float32)  # more than one tile
+    fitted = compress.fit(method, size, train, seed=2, pq_nbits=4)
+    path = tmp_path / "encoder.npz"
+    fitted.save(path)
+    kept = compress.Encoder.load(path)
+    codes = fitted.encode(x)
+    assert np.array_equal(kept.encode(x), codes) and kept.encode(x).dtype == codes.dtype
+    assert (kept.method, kept.size) == (method, size)
+    # arrays only: the file opens without pickle
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(["meta", *compress.ENCODER_ARRAYS[method]])
+    assert codes.shape[1] == compress.store_dim(method, size, 16) // (
+        8 if compress.METHODS[method].kind == "binary" else 1
+    )
+
+
+def test_kept_encoders_agree_with_the_libraries_they_were_fitted_with():
+    import faiss
+
+    rng = np.random.default_rng(8)
+    train, x = rng.standard_normal((300, 16)), rng.standard_normal((40, 16))
+    for whiten in (False, True):
+        reference = PCA(6, whiten=whiten, svd_solver="full").fit(train).transform(x)
+        kept = compress.fit("pcaw" if whiten else "pca", 6, train)(x)
+        assert np.allclose(kept, reference, atol=1e-5)
+    # PQ rebuilt from its centroids: FAISS's own trained quantiser's codes, bit for bit
+    pq = compress.train_pq(train, 4, pq_nbits=4, seed=2)
+    x32 = x.astype(np.float32)
+    assert np.array_equal(
+        compress.fit("pq", 4, train, pq_nbits=4, seed=2)(x32), pq.decode(pq.compute_codes(x32))
+    )
+    assert faiss.vector_to_array(pq.centroids).size == 8 * 16 * 2
+
+
+def test_encoder_file_errors_name_the_file(tmp_path):
+    with pytest.raises(compress.EncoderError, match="x.npz: no such encoder file"):
+        compress.Encoder.load(tmp_path / "x.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("hello")
+    with pytest.raises(compress.EncoderError, match="bad.npz: not a risbench encoder file"):
+        compress.Encoder.load(bad)
+    encoder = compress.fit("lsh", 8, np.ones((4, 3)))
+    np.savez(tmp_path / "v.npz", meta=np.array('{"format": "risbench encoder", '
+             '"format_version": 99, "method": "lsh", "size": 8}'), **encoder.arrays)  # fmt: skip
+    with pytest.raises(compress.EncoderError, match="encoder format version 99, this risbench"):
+        compress.Encoder.load(tmp_path / "v.npz")
+    with pytest.raises(ValueError, match="takes rows of 3 values, not 5"):
+        encoder.encode(np.ones((2, 5)))
+
+
 def test_pq_refuses_sub_quantisers_that_do_not_divide_the_dimensions():
     with pytest.raises(ValueError, match="4 sub-quantisers do not divide the 6 dimensions"):
         compress.train_pq(np.zeros((300, 6)), 4, pq_nbits=8)
@@ -305,7 +360,8 @@ def test_compress_job_fits_on_the_training_rows_and_encodes_every_variant(tmp_pa
     outputs = {n: {v: str(tmp_path / n / f"{v}.zarr") for v in lists} for n in methods}
     chosen = {"share": 0.5, "seed": 0, "distractors": True}
     spec = {"methods": methods, "split": chosen, "pq_nbits": 4}
-    compress.run("feat", lists, stores, outputs, spec)
+    encoder_paths = {n: compress.encoder_path(n, str(tmp_path)) for n in methods}
+    compress.run("feat", lists, stores, outputs, spec, encoder_paths)
 
     full = pd.concat([images[images["variant"] == v] for v in lists])
     train = np.concatenate([matrices[v] for v in lists])[split.training_mask(full, chosen)]
@@ -326,6 +382,18 @@ def test_compress_job_fits_on_the_training_rows_and_encodes_every_variant(tmp_pa
         )
         decoded, attrs = store.read_store(outputs["feat__pq4"][variant], dim=16)
         assert attrs["code_bytes"] == 4 and attrs["pq_nbits"] == 4
+        # the kept encoders encode the variant's rows to exactly the stored codes
+        for name in methods:
+            stored, attrs = store.read_store(outputs[name][variant])
+            kept = compress.Encoder.load(encoder_paths[name])
+            assert np.array_equal(kept.encode(matrices[variant]), stored)
+            digest = compress.encoder_sha256(Path(encoder_paths[name]).read_bytes())
+            assert attrs["encoder_sha256"] == digest
+    meta = compress.Encoder.load(encoder_paths["feat__pq4"]).meta
+    assert (meta["descriptor"], meta["source"], meta["split"]) == ("feat__pq4", "feat", chosen)
+    assert (meta["training_vectors"], meta["pq_nbits"], meta["dim"]) == (len(train), 4, 16)
+    assert meta["source_attrs"]["dim"] == 16 and "variant" not in meta["source_attrs"]
+    assert set(meta["versions"]) == {"numpy", "scikit-learn", "faiss-cpu"}
 
 
 def test_compress_job_refuses_too_few_training_vectors(tmp_path):
@@ -337,9 +405,13 @@ def test_compress_job_refuses_too_few_training_vectors(tmp_path):
     store.write_store(stores["original"], np.ones((7, 8), dtype=np.float32), attrs)
     spec = {"methods": {"feat__pca8": "pca-8"}, "split": {"share": 0.3, "seed": 0}, "pq_nbits": 8}
     outputs = {"feat__pca8": {"original": str(tmp_path / "out.zarr")}}
+    encoders = {"feat__pca8": str(tmp_path / "encoder.npz")}
     with pytest.raises(ValueError, match=r"feat__pca8 \(pca-8\) needs at least 8 training vectors"):
-        compress.run("feat", lists, stores, outputs, spec)
+        compress.run("feat", lists, stores, outputs, spec, encoders)
     assert not Path(outputs["feat__pca8"]["original"]).exists()
+    assert not Path(encoders["feat__pca8"]).exists()
+    with pytest.raises(ValueError, match=r"no encoder file given for feat__pca8 \(--encoder"):
+        compress.run("feat", lists, stores, outputs, spec, {})
 
 
 # ------------------------------------------------------------------------------ bytes_f1

@@ -203,6 +203,7 @@ def cmd_compress(args) -> None:
             _pairs(args.store, "--store"),
             outputs,
             json.loads(args.spec),
+            _pairs(args.encoder, "--encoder"),
         )
     except ValueError as error:
         raise SystemExit(f"compress: {error}") from None
@@ -396,6 +397,9 @@ def _compress_args(p) -> None:
     p.add_argument("--list", action="append", default=[], help="VARIANT=PATH, repeated")
     p.add_argument("--store", action="append", default=[], help="VARIANT=PATH of the source")
     p.add_argument("--output", action="append", default=[], help="NAME/VARIANT=PATH, repeated")
+    p.add_argument(
+        "--encoder", action="append", default=[], help="NAME=PATH of the fitted encoder, repeated"
+    )
 
 
 def _benchmark_args(p) -> None:

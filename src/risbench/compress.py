@@ -142,14 +142,197 @@ def pq_sub_quantizers(size: int, pq_nbits: int) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# fitting and encoding: each fit returns a function float matrix -> code matrix
+# encoders: fitted once, kept as plain arrays (an Encoder), encoded by this module alone
+
+ENCODER_FORMAT = "risbench encoder"
+ENCODER_FORMAT_VERSION = 1
+ENCODER_FILE = "encoder.npz"
+# Rows encoded at a time: the float64 copy of a tile is ENCODE_TILE × d × 8 bytes
+# (1280-d features: 42 MB), whatever the matrix.
+ENCODE_TILE = 4096
+# The arrays each method keeps (the file holds exactly these, plus `meta`).
+ENCODER_ARRAYS = {
+    "pca": ("mean", "components", "explained_variance"),
+    "pcaw": ("mean", "components", "explained_variance"),
+    "lsh": ("mean", "planes"),
+    "itq": ("mean", "components", "explained_variance", "rotation"),
+    "pq": ("centroids",),
+}
 
 
-def fit_pca(train, k: int, *, whiten: bool = False, seed: int = 0):
+class EncoderError(ValueError):
+    """An encoder file that cannot be used; the message names the file and why."""
+
+
+def encoder_path(name: str, results_dir: str = "results") -> str:
+    """Where the compress job keeps the encoder of compact descriptor ``name``
+    (beside its stores ``{results}/descriptors/{name}/{variant}.zarr``)."""
+    return f"{results_dir}/descriptors/{name}/{ENCODER_FILE}"
+
+
+@dataclass
+class Encoder:
+    """A fitted encoder as plain arrays (float64, except PQ's float32 centroids)
+    and ``meta`` (method, size, ... and, once the job adds them, the descriptor,
+    source, split and versions). ``encode`` (or calling it) maps a float matrix
+    to the compact codes; it is the one encoding of the job and of the index."""
+
+    method: str
+    size: int
+    arrays: dict
+    meta: dict
+
+    def __call__(self, x):
+        return self.encode(x)
+
+    def encode(self, x):
+        """Codes of the rows of ``x`` (n × source dim), a tile of rows at a time."""
+        import numpy as np
+
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.source_dim:
+            raise ValueError(
+                f"{self.meta.get('descriptor', self.method)}: the encoder takes rows of "
+                f"{self.source_dim} values, not {x.shape[1] if x.ndim == 2 else x.shape}"
+            )
+        tiles = [self._encode_tile(x[a : a + ENCODE_TILE]) for a in range(0, len(x), ENCODE_TILE)]
+        return np.concatenate(tiles) if tiles else self._encode_tile(x[:0])
+
+    @property
+    def source_dim(self) -> int:
+        if self.method == "pq":  # M sub-quantisers × 2^nbits centroids × d/M values
+            m, _, dsub = self.arrays["centroids"].shape
+            return int(m * dsub)
+        return int(self.arrays["mean"].size)
+
+    @property
+    def nbits(self) -> int:
+        """PQ: bits a sub-quantiser code (2^nbits centroids each)."""
+        return int(self.arrays["centroids"].shape[1]).bit_length() - 1
+
+    def _encode_tile(self, x):
+        import numpy as np
+
+        if self.method == "pq":
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            pq = self._pq()
+            return pq.decode(pq.compute_codes(x))
+        centred = np.asarray(x, dtype=np.float64) - self.arrays["mean"]
+        if self.method == "lsh":
+            return pack_signs(centred @ self.arrays["planes"])
+        projected = centred @ self.arrays["components"].T
+        if self.method == "itq":
+            return pack_signs(projected @ self.arrays["rotation"])
+        if self.method == "pcaw":
+            projected /= whitening_scale(self.arrays["explained_variance"])
+        return projected.astype(np.float32)
+
+    def _pq(self):
+        """FAISS's ProductQuantizer rebuilt from the centroids (built once)."""
+        if getattr(self, "_faiss_pq", None) is None:
+            import faiss
+
+            d, nbits = self.source_dim, self.nbits
+            pq = faiss.ProductQuantizer(d, pq_sub_quantizers(self.size, nbits), nbits)
+            faiss.copy_array_to_vector(self.arrays["centroids"].ravel(), pq.centroids)
+            self._faiss_pq = pq
+        return self._faiss_pq
+
+    # -- the file: an .npz of plain arrays (read without pickle) and a JSON `meta`
+    def save(self, path) -> None:
+        """Writes the encoder file atomically (a temporary file renamed into place)."""
+        import json
+        import os
+        from pathlib import Path
+
+        import numpy as np
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": ENCODER_FORMAT,
+            "format_version": ENCODER_FORMAT_VERSION,
+            **self.meta,
+            "method": self.method,
+            "size": self.size,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as out:
+            np.savez(out, meta=np.array(json.dumps(meta, sort_keys=True)), **self.arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> Encoder:
+        """Reads an encoder file; :class:`EncoderError` naming the file and why."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise EncoderError(f"{path}: no such encoder file") from None
+        return cls.from_bytes(data, path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path="encoder") -> Encoder:
+        import io
+        import json
+
+        import numpy as np
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"]))
+                arrays = {key: npz[key] for key in npz.files if key != "meta"}
+        except Exception as error:  # zip, npy or JSON errors all mean: not an encoder file
+            raise EncoderError(f"{path}: not a risbench encoder file ({error})") from None
+        if meta.get("format") != ENCODER_FORMAT:
+            raise EncoderError(f"{path}: not a risbench encoder file")
+        if meta.get("format_version") != ENCODER_FORMAT_VERSION:
+            raise EncoderError(
+                f"{path}: encoder format version {meta.get('format_version')}, this risbench "
+                f"reads version {ENCODER_FORMAT_VERSION}; rerun the compress stage"
+            )
+        method, size = meta["method"], int(meta["size"])
+        if method not in ENCODER_ARRAYS or set(arrays) != set(ENCODER_ARRAYS[method]):
+            raise EncoderError(f"{path}: {method} encoder with arrays {sorted(arrays)}")
+        return cls(method, size, arrays, meta)
+
+
+def encoder_sha256(data: bytes) -> str:
+    """The identity of an encoder file: the SHA-256 of its bytes."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# fitting: each fit returns an Encoder
+
+
+def whitening_scale(explained_variance):
+    """√variance per component, floored at float eps as scikit-learn's PCA does."""
+    import numpy as np
+
+    scale = np.sqrt(explained_variance)
+    return np.maximum(scale, np.finfo(scale.dtype).eps)
+
+
+def pca_arrays(train, k: int, *, whiten: bool = False, seed: int = 0) -> dict:
+    """scikit-learn's PCA fit, kept as float64 arrays (mean, components k × d,
+    explained variance)."""
+    import numpy as np
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=k, whiten=whiten, svd_solver="full", random_state=seed).fit(train)
-    return lambda x: pca.transform(x).astype("float32")
+    return {
+        "mean": pca.mean_.astype(np.float64),
+        "components": pca.components_.astype(np.float64),
+        "explained_variance": pca.explained_variance_.astype(np.float64),
+    }
+
+
+def fit_pca(train, k: int, *, whiten: bool = False, seed: int = 0) -> Encoder:
+    method = "pcaw" if whiten else "pca"
+    return Encoder(method, k, pca_arrays(train, k, whiten=whiten, seed=seed), {"seed": seed})
 
 
 def pack_signs(projected):
@@ -166,12 +349,12 @@ def lsh_planes(dim: int, bits: int, seed: int):
     return np.random.default_rng(seed).standard_normal((dim, bits))
 
 
-def fit_lsh(train, bits: int, *, seed: int = 0):
+def fit_lsh(train, bits: int, *, seed: int = 0) -> Encoder:
     import numpy as np
 
     mean = np.asarray(train, dtype=np.float64).mean(axis=0)
-    planes = lsh_planes(mean.size, bits, seed)
-    return lambda x: pack_signs((np.asarray(x, dtype=np.float64) - mean) @ planes)
+    planes = np.asarray(lsh_planes(mean.size, bits, seed), dtype=np.float64)
+    return Encoder("lsh", bits, {"mean": mean, "planes": planes}, {"seed": seed})
 
 
 def itq_rotation(v, *, seed: int = 0, iterations: int = ITQ_ITERATIONS):
@@ -189,13 +372,14 @@ def itq_rotation(v, *, seed: int = 0, iterations: int = ITQ_ITERATIONS):
     return rotation
 
 
-def fit_itq(train, bits: int, *, seed: int = 0):
+def fit_itq(train, bits: int, *, seed: int = 0) -> Encoder:
     import numpy as np
-    from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=bits, svd_solver="full", random_state=seed).fit(train)
-    rotation = itq_rotation(pca.transform(train).astype(np.float64), seed=seed)
-    return lambda x: pack_signs(pca.transform(x) @ rotation)
+    arrays = pca_arrays(train, bits, seed=seed)
+    # the rotation is fitted on the projection the encoder computes
+    v = (np.asarray(train, dtype=np.float64) - arrays["mean"]) @ arrays["components"].T
+    arrays["rotation"] = itq_rotation(v, seed=seed)
+    return Encoder("itq", bits, arrays, {"seed": seed})
 
 
 def train_pq(train, size: int, *, pq_nbits: int = 8, seed: int = 0):
@@ -215,20 +399,18 @@ def train_pq(train, size: int, *, pq_nbits: int = 8, seed: int = 0):
     return pq
 
 
-def fit_pq(train, size: int, *, pq_nbits: int = 8, seed: int = 0):
-    """Encodes to PQ codes decoded to floats (each sub-vector its centroid)."""
-    import numpy as np
+def fit_pq(train, size: int, *, pq_nbits: int = 8, seed: int = 0) -> Encoder:
+    """Encodes to PQ codes decoded to floats (each sub-vector its centroid); keeps
+    the centroids (M × 2^nbits × d/M, float32)."""
+    import faiss
 
     pq = train_pq(train, size, pq_nbits=pq_nbits, seed=seed)
-
-    def encode(x):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return pq.decode(pq.compute_codes(x))
-
-    return encode
+    centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+    meta = {"seed": seed, "pq_nbits": pq_nbits, "pq_m": pq.M}
+    return Encoder("pq", size, {"centroids": centroids}, meta)
 
 
-def fit(method: str, size: int, train, *, seed: int = 0, pq_nbits: int = 8):
+def fit(method: str, size: int, train, *, seed: int = 0, pq_nbits: int = 8) -> Encoder:
     """The encoder of ``method-size`` fitted on ``train`` (n × d float)."""
     if method in ("pca", "pcaw"):
         return fit_pca(train, size, whiten=method == "pcaw", seed=seed)
@@ -322,18 +504,60 @@ def compact_attrs(name: str, method_spec: str, variant: str, source_attrs: dict,
     }
 
 
+def encoder_meta(name: str, method_spec: str, source_attrs: dict, spec: dict) -> dict:
+    """What an encoder file records beside its arrays: the descriptor, its source and
+    the source store's attributes (minus the variant and the integrity record: what
+    computes the source, so an index can check its features), the split, the
+    training count and the library versions."""
+    from risbench import store
+
+    method, size = parse_spec(method_spec)
+    kept = {k: v for k, v in source_attrs.items() if k not in ("variant", store.INTEGRITY)}
+    return {
+        "descriptor": name,
+        "source": source_attrs["descriptor"],
+        "source_attrs": kept,
+        "spec": method_spec,
+        "kind": METHODS[method].kind,
+        "dim": store_dim(method, size, source_attrs["dim"]),
+        "pq_nbits": spec["pq_nbits"] if method == "pq" else None,
+        "split": dict(spec["split"]),
+        "training_vectors": spec["training_vectors"],
+        "held_out_groups": spec["held_out_groups"],
+        "versions": store.package_versions("numpy", "scikit-learn", "faiss-cpu"),
+    }
+
+
+def write_encoders(encoders: dict, paths: dict[str, str], source_attrs: dict, spec) -> dict:
+    """Writes each fitted encoder to its file (``paths``: name → path) before any code
+    is written; returns name → the file's SHA-256."""
+    digests = {}
+    for name, encoder in encoders.items():
+        encoder.meta.update(encoder_meta(name, spec["methods"][name], source_attrs, spec))
+        encoder.save(paths[name])
+        with open(paths[name], "rb") as f:
+            digests[name] = encoder_sha256(f.read())
+    return digests
+
+
 def run(
     source: str,
     lists: dict[str, str],
     stores: dict[str, str],
     outputs: dict[str, dict[str, str]],
     spec: dict,
+    encoder_paths: dict[str, str],
 ) -> None:
     """The compress job: fits every method of ``spec["methods"]`` (name → spec)
-    on the training rows of ``source`` and writes, for every variant, each
+    on the training rows of ``source``, keeps each fitted encoder in its file
+    (``encoder_paths``: name → path) and writes, for every variant, each
     compact descriptor's store (``outputs``: name → variant → path).
     Memory: the training rows, then one variant's source matrix and its codes."""
     import pandas as pd
+
+    missing = sorted(set(spec["methods"]) - set(encoder_paths))
+    if missing:
+        raise ValueError(f"no encoder file given for {', '.join(missing)} (--encoder NAME=PATH)")
 
     from risbench import catalog, store
     from risbench import split as training_split
@@ -349,9 +573,11 @@ def run(
         check_training(spec["methods"], len(train), source_attrs["dim"], spec["pq_nbits"])
         encoders = fit_methods(spec["methods"], train, spec)
         spec = {**spec, "training_vectors": len(train), "held_out_groups": len(held)}
+        digests = write_encoders(encoders, encoder_paths, source_attrs, spec)
         counts = images["variant"].value_counts()
         for variant, path in stores.items():
             matrix, _ = store.read_store(path, descriptor=source, rows=int(counts[variant]))
-            for name, encode in encoders.items():
+            for name, encoder in encoders.items():
                 attrs = compact_attrs(name, spec["methods"][name], variant, source_attrs, spec)
-                store.write_store(outputs[name][variant], encode(matrix), attrs)
+                attrs["encoder_sha256"] = digests[name]
+                store.write_store(outputs[name][variant], encoder.encode(matrix), attrs)

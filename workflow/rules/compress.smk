@@ -1,6 +1,7 @@
 # Compact codes (config `compress`; docs/design.md, "Compact descriptors"): one
 # job per source descriptor fits every configured method once on the training
-# split and writes each code's store for every variant (seconds of work: a job
+# split, keeps each fitted encoder (encoder.npz beside the code's stores) and
+# writes each code's store for every variant (seconds of work: a job
 # a store would spend them starting interpreters and refitting).
 from risbench import compress as risbench_compress
 
@@ -22,6 +23,10 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
         for name in compress_methods
         for variant in VARIANTS
     ]
+    # each fitted encoder, kept so that `risbench index` encodes new photos alike
+    compress_encoders = {
+        name: risbench_compress.encoder_path(name) for name in compress_methods
+    }
 
     rule:
         name:
@@ -32,6 +37,7 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
             code=code("compress"),
         output:
             [directory(path) for _, path in compress_outputs],
+            list(compress_encoders.values()),
         log:
             f"logs/compress/{compress_source}.log",
         benchmark:
@@ -60,6 +66,10 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
                 "output",
                 [k for k, _ in compress_outputs],
                 [p for _, p in compress_outputs],
+            )
+            + " "
+            + named_args(
+                "encoder", list(compress_encoders), list(compress_encoders.values())
             ),
         shell:
             "risbench compress --source {params.source:q} --spec {params.spec:q}"

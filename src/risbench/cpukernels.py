@@ -432,6 +432,60 @@ def first_at_least(cum, k, out):
         out[i] = lo
 
 
+# --------------------------------------------------------------------------- candidates
+
+
+@numba.njit(cache=True)
+def _pick_rows(x, limit, start, cols, vals, found, i0, i1):
+    """Rows i0:i1 of :func:`pick_rows` (one thread's share, or all)."""
+    n = x.shape[1]
+    for i in range(i0, i1):
+        row, lim, pos, end = x[i], limit[i], start[i], start[i + 1]
+        for a in range(0, n, 64):
+            blk = row[a : a + 64]
+            hits = 0
+            for j in range(blk.shape[0]):  # vectorised: most blocks hold none
+                hits += blk[j] <= lim
+            if hits == 0:
+                continue
+            for j in range(blk.shape[0]):
+                if blk[j] <= lim:
+                    if pos < end:
+                        cols[pos] = a + j
+                        vals[pos] = blk[j]
+                    pos += 1  # (counted beyond the end too: found tells)
+        found[i] = pos - start[i]
+
+
+@numba.njit(parallel=True, cache=True)
+def _pick_shares(x, limit, start, cols, vals, found, threads):
+    rows = x.shape[0]
+    for t in prange(threads):
+        i0, i1 = t * rows // threads, (t + 1) * rows // threads
+        _pick_rows(x, limit, start, cols, vals, found, i0, i1)
+
+
+def pick_rows(x, limit, counts):
+    """The pairs of each row of ``x`` at most its ``limit`` (row-major order):
+    (rows, columns, values) with ``counts`` (int64, per row) the number there
+    is to find (the caller knows it from the cumulative counts: a ValueError
+    when a row has another number, nothing written out of bounds)."""
+    threads = min(_use_job_threads(), max(1, len(x)))
+    start = np.zeros(len(x) + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    cols = np.empty(int(start[-1]), dtype=np.int64)
+    vals = np.empty(int(start[-1]), dtype=x.dtype)
+    found = np.empty(len(x), dtype=np.int64)
+    if threads == 1:
+        _pick_rows(x, limit, start, cols, vals, found, 0, len(x))
+    else:
+        with _LAUNCH:
+            _pick_shares(x, limit, start, cols, vals, found, threads)
+    if not np.array_equal(found, counts):
+        raise ValueError("pick_rows: the counts do not match the rows")
+    return np.repeat(np.arange(len(x)), counts), cols, vals
+
+
 # --------------------------------------------------------------------------- hamming
 
 

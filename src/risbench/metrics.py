@@ -514,6 +514,8 @@ class _Tile:
     sb: np.ndarray | None = None
     self_rows: np.ndarray | None = None
     first: np.ndarray | None = None  # CPU: per row, the first radius retrieving anything
+    picked: list | None = None  # CPU: (rows, cols, values) picked chunk by chunk in step 1
+    pick_level: np.ndarray | None = None  # CPU: per row, the bin up to which they were
     kth: np.ndarray | None = None  # CPU: per row, the first radius reaching k others
 
     @property
@@ -758,6 +760,9 @@ class _TileAccumulator:
         # exclude_self): k others (at most all of them), plus itself when counted
         counted_self = p.has_self & (not p.exclude_self)
         self.k_reach = np.minimum(self.k, p.n - p.has_self) + counted_self
+        # CPU: candidates picked while counting, before exclude_self takes the
+        # query out of cum: one pair more to reach then (a superset is harmless)
+        self.k_pick = self.k_reach + (p.has_self & p.exclude_self)
         self.topk_d = np.full((p.nq, self.k), np.inf)
         self.topk_rel = np.zeros((p.nq, self.k), dtype=bool)
         self.sets = {name: _SetTotals(mask, p, xp) for name, mask in masks.items()}
@@ -822,6 +827,7 @@ class _TileAccumulator:
                 rowmax, spec = self.rowmax_buf[: c1 - c0], finish(c0, c1, in_kernel=True)
                 binning.count_rows(self.binner, x, t.cum[c0:c1], t.rowsum[c0:c1], rowmax, spec)
                 chunk_max = float(rowmax.max())
+                self._pick(t, c0, c1)
             else:
                 finish(c0, c1)
                 b = self.bins_buf[: c1 - c0]
@@ -837,6 +843,37 @@ class _TileAccumulator:
             if not self.numpy:  # (CPU: from the score kernel's counts, step 2)
                 h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
                 part.all_hist = _all_hist(h, len(part.rows) * p.n)
+
+    def _pick(self, t: _Tile, c0: int, c1: int) -> None:
+        """CPU, for step 4 while the chunk is in cache: per row every pair up to
+        the bin of its k-th nearest other (as counted so far: cum still holds
+        the query itself, so one more is reached under exclude_self)."""
+        if c0 == 0:
+            t.picked, t.pick_level = [], np.empty(t.rows, dtype=np.int64)
+        cum, level = t.cum[c0:c1], t.pick_level[c0:c1]
+        cpukernels.first_at_least(cum, self.k_pick[t.start + c0 : t.start + c1], level)
+        inside = level <= self.p.R
+        counts = np.zeros(c1 - c0, dtype=np.int64)
+        counts[inside] = cum[inside, level[inside]]
+        rows, cols, vals = cpukernels.pick_rows(t.raw[c0:c1], self.binner.limit[level], counts)
+        t.picked.append((rows + c0, cols, vals))
+
+    def _picked(self, t: _Tile, level):
+        """CPU: the pairs at bin ≤ ``level`` (per row) from those picked in step 1,
+        plus, for the rows whose level lies beyond their picked bin (a set's
+        nearest dissimilar pair farther than the row's k-th nearest), the pairs
+        between the two, from the tile: (rows, cols, values), a superset."""
+        limit = self.binner.limit
+        parts = [np.concatenate(k) for k in zip(*t.picked, strict=True)]
+        more = np.flatnonzero((level <= self.p.R) & (level > t.pick_level))
+        if more.size:
+            sub = t.raw[more]
+            low, high = limit[t.pick_level[more]][:, None], limit[level[more]][:, None]
+            r, c = np.nonzero((sub > low) & (sub <= high))
+            parts = [
+                np.concatenate([a, b]) for a, b in zip(parts, (more[r], c, sub[r, c]), strict=True)
+            ]
+        return parts
 
     def _sums_of(self, t: _Tile, x, c0: int, rowmax):
         """For :meth:`_Part.add_chunk`: the sums and maximum of some rows of the
@@ -964,10 +1001,14 @@ class _TileAccumulator:
             kth = binning.first_at_least(t.cum, self.k_reach_x[t.start : t.stop][:, None], xp)
         low = xp.asarray(lowest)
         level = xp.where(low >= 0, xp.maximum(kth, low), kth)
-        flat = xp.flatnonzero(t.raw <= self.binner.limit[level][:, None])
-        cr, cc = flat // p.n, flat % p.n
+        if t.picked is not None:  # CPU: picked in step 1
+            cr, cc, values = self._picked(t, level)
+        else:
+            flat = xp.flatnonzero(t.raw <= self.binner.limit[level][:, None])
+            cr, cc = flat // p.n, flat % p.n
+            values = t.raw[cr, cc]
         qs, cs = [dist.to_numpy(cr) + t.start], [dist.to_numpy(cc)]
-        vs = [dist.to_numpy(t.raw[cr, cc])]
+        vs = [dist.to_numpy(values)]
         for r in np.flatnonzero(dist.to_numpy(kth) > p.R):
             limit = float(self.binner.limit[lowest[r]]) if lowest[r] >= 0 else -np.inf
             cols, values = self._nearest_beyond_grid(t, int(r), limit)

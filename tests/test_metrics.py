@@ -929,6 +929,28 @@ def test_cpu_kernels_equal_the_generic_path_bit_for_bit(distance, exclude_self, 
         assert a.ranked() == b.ranked()
 
 
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_top_ranks_equal_a_full_sort(k):
+    """cpukernels.top_ranks (the k best of each query, by insertion) against
+    np.lexsort of every candidate by (query, distance, relevant, index), on
+    candidates with many tied distances, queries with fewer than k of them,
+    and indices in any order."""
+    from risbench import cpukernels
+
+    rng = np.random.default_rng(k)
+    q = np.sort(rng.integers(0, 40, 600))
+    v = rng.integers(0, 4, 600) / 4.0
+    rel = rng.random(600) < 0.3
+    c = rng.permutation(600)  # unique within a query, as index columns are
+    rank = np.empty(600, dtype=np.int64)
+    cpukernels.top_ranks(q, c, v, rel, k, rank)
+    order = np.lexsort((c, rel, v, q))
+    expected = np.empty(600, dtype=np.int64)
+    expected[order] = np.arange(600) - np.searchsorted(q[order], q[order], side="left")
+    expected[expected >= k] = -1
+    assert np.array_equal(rank, expected)
+
+
 def test_scores_step_by_hand():
     """Step 6 alone on hand-made counts, radii 0, 1, 2, β = 2. Query A (2
     relevant) retrieves 0, 1, 3 with tp 0, 1, 2; query B (none relevant)

@@ -453,6 +453,43 @@ def pick_rows(x, limit, counts):
     return np.repeat(np.arange(len(x)), counts), cols, vals
 
 
+@numba.njit(cache=True)
+def _before(v, rel, c, a, b):
+    """Whether candidate a ranks before b: distance, then irrelevant first,
+    then index position (the sweep's ranking, a total order within a query)."""
+    if v[a] != v[b]:
+        return v[a] < v[b]
+    if rel[a] != rel[b]:
+        return not rel[a]
+    return c[a] < c[b]
+
+
+@numba.njit(cache=True)
+def top_ranks(q, c, v, rel, k, rank):
+    """Per candidate pair (query ``q``, sorted; index ``c``; distance ``v``;
+    relevant ``rel``) its rank among its query's pairs when below ``k``, else
+    -1, into ``rank``: the k best of each query kept in order by insertion
+    (O(pairs × k), where sorting all pairs, as np.lexsort did, was O(pairs log
+    pairs) and most pairs lose to the k-th at once)."""
+    best = np.empty(k, dtype=np.int64)
+    rank[:] = -1
+    a, m = 0, q.shape[0]
+    while a < m:
+        b, held = a, 0
+        while b < m and q[b] == q[a]:
+            if held < k or _before(v, rel, c, b, best[held - 1]):
+                pos = min(held, k - 1)  # the last one held falls out when full
+                while pos > 0 and _before(v, rel, c, b, best[pos - 1]):
+                    best[pos] = best[pos - 1]
+                    pos -= 1
+                best[pos] = b
+                held = min(held + 1, k)
+            b += 1
+        for r in range(held):
+            rank[best[r]] = r
+        a = b
+
+
 # --------------------------------------------------------------------------- hamming
 
 

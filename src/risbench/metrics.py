@@ -1077,10 +1077,11 @@ class _TileAccumulator:
         p = self.p
         keep = ~cand.is_self
         q, c, v, rel = cand.q[keep], cand.c[keep], cand.v[keep], cand.rel[keep]
-        order = np.lexsort((c, rel, v, q))
-        q, rel, v = q[order], rel[order], v[order]
-        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
-        keep = rank < self.k
+        order = np.argsort(q, kind="stable")  # (the CPU's candidates are nearly sorted)
+        q, c, v, rel = q[order], c[order], v[order], rel[order]
+        rank = np.empty(q.size, dtype=np.int64)
+        cpukernels.top_ranks(q, c, v, rel, self.k, rank)
+        keep = rank >= 0
         self.topk_d[q[keep], rank[keep]] = v[keep] / p.scale
         self.topk_rel[q[keep], rank[keep]] = rel[keep]
 

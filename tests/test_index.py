@@ -1,5 +1,6 @@
 """`risbench index` / `risbench query` (risbench.imageindex) on the golden photos."""
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -147,20 +148,24 @@ def test_add_appends_without_rebuilding(photos, tmp_path, capsys):
     assert code == 0 and len(imageindex.ImageIndex.load(index_path).images) == 6
 
 
+def finished_run(results: Path, descriptor: str, bits: int, radius: float) -> None:
+    """A results folder whose benchmark of ``descriptor`` (hamming) found ``radius`` best."""
+    stats_path = results / "benchmark" / "all" / f"{descriptor}__hamming.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    best = {"radius": radius, "precision": 1.0, "recall": 0.5, "f1": 0.66}
+    BenchmarkStats(
+        "all", descriptor, "hamming", "binary", bits, bits // 8, 10, 1.0, best, {}, {}, {}
+    ).write(stats_path)
+    table = results / "benchmark" / "all" / f"{descriptor}__hamming.parquet"
+    run_path = Path(run_index_path(descriptor, "hamming", results))
+    run_path.parent.mkdir(parents=True, exist_ok=True)
+    protocols = {"all": {"table": str(table), "stats": str(stats_path)}}
+    RunIndex(descriptor, "hamming", protocols).write(run_path)
+
+
 def test_radius_from_a_finished_run(photos, tmp_path, capsys):
     results = tmp_path / "results"
-    stats_path = results / "benchmark" / "all" / "dct__hamming.json"
-    stats_path.parent.mkdir(parents=True)
-    best = {"radius": 0.171875, "precision": 1.0, "recall": 0.5, "f1": 0.66}
-    BenchmarkStats("all", "dct", "hamming", "binary", 64, 8, 10, 1.0, best, {}, {}, {}).write(
-        stats_path
-    )
-    table = results / "benchmark" / "all" / "dct__hamming.parquet"
-    run_path = Path(run_index_path("dct", "hamming", results))
-    run_path.parent.mkdir(parents=True)
-    RunIndex("dct", "hamming", {"all": {"table": str(table), "stats": str(stats_path)}}).write(
-        run_path
-    )
+    finished_run(results, "dct", 64, 0.171875)
     index_path = tmp_path / "run.index"
     code, _, err = run(["index", "--descriptor", "dct", "--run", str(results),
                         *photos["original"][:2], "-o", str(index_path)], capsys)  # fmt: skip
@@ -314,3 +319,167 @@ def test_descriptor_names_resolve_against_built_in_or_config_models():
         imageindex.resolve("mynet_features_avg")
     with pytest.raises(ValueError, match="unknown descriptor 'mobilenet_v2_features_max'"):
         imageindex.resolve("mobilenet_v2_features_max", models)  # only the config's models
+
+
+# --------------------------------------------------------------------------- compact codes
+
+SOURCE = "mobilenet_v2_features_max"
+# MobileNetV2's offline weights at a small input size (fast on a CPU): a config's models
+SMALL = {"mobilenet_v2": {"pooling": ["max"], "normalize": ["none"], "input_size": 96}}
+
+
+@pytest.fixture(scope="module")
+def compact(photos, tmp_path_factory):
+    """The source features of the photos (computed as the index computes them: the
+    originals in one call, the copies in another), the compress stage's fitted
+    encoders (risbench.compress.fit, as in its job) and their kept files."""
+    import yaml
+
+    from risbench import compress
+
+    folder = tmp_path_factory.mktemp("compact")
+    config = folder / "models.yaml"
+    config.write_text(yaml.safe_dump({"models": SMALL}))
+    describer = imageindex._Describer(imageindex.resolve(SOURCE, SMALL))
+    originals, queries = photos["original"], modified(photos)
+    features = {"originals": describer.rows(originals)[0], "queries": describer.rows(queries)[0]}
+    train = np.concatenate(list(features.values()))  # 48 rows: any rows serve this test
+    fitted, files = {}, {}
+    for spec in ("itq-32", "pca-16", "pq-16"):
+        name = compress.descriptor_name(SOURCE, spec)
+        method, size = compress.parse_spec(spec)
+        fitted[name] = compress.fit(method, size, train, seed=0, pq_nbits=4)
+        source_attrs = {**describer.attrs, "dim": train.shape[1], "variant": "original"}
+        job = {"methods": {name: spec}, "split": {"share": 0.25, "seed": 0},
+               "pq_nbits": 4, "training_vectors": len(train), "held_out_groups": 0}  # fmt: skip
+        files[name] = str(folder / name / "encoder.npz")
+        compress.write_encoders({name: fitted[name]}, files, source_attrs, job)
+    return {"config": str(config), "features": features, "fitted": fitted, "files": files}
+
+
+def brute_force(codes_q, codes_i, distance_name: str, bits: int | None) -> np.ndarray:
+    """Distances by a plain loop over (query, image) code pairs, float64."""
+    out = np.empty((len(codes_q), len(codes_i)))
+    for a, q in enumerate(codes_q):
+        for b, x in enumerate(codes_i):
+            if distance_name == "hamming":
+                out[a, b] = np.unpackbits(q ^ x)[:bits].sum() / bits
+            elif distance_name == "cosine":
+                q64, x64 = q.astype(np.float64), x.astype(np.float64)
+                out[a, b] = 1 - q64 @ x64 / (np.linalg.norm(q64) * np.linalg.norm(x64))
+            else:
+                out[a, b] = np.linalg.norm(q.astype(np.float64) - x.astype(np.float64))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("spec", "distance_name", "radius"),
+    [("itq32", "hamming", 0.25), ("pca16", "cosine", 0.2), ("pq16", "euclidean", 12.0)],
+)
+def test_compact_code_index_agrees_with_the_in_job_encoders_codes(
+    photos, compact, tmp_path, capsys, spec, distance_name, radius
+):
+    name = f"{SOURCE}__{spec}"
+    index_path = tmp_path / f"{spec}.index"
+    code, _, err = run(["index", "--descriptor", name, "--config", compact["config"],
+                        "--encoder", compact["files"][name], "--distance", distance_name,
+                        "--radius", str(radius), *photos["original"], "-o", str(index_path)],
+                       capsys)  # fmt: skip
+    assert code == 0, err
+    queries = modified(photos)
+    answers = query_json(index_path, queries, capsys)
+    encode = compact["fitted"][name]  # the encoder as the compress job fitted it
+    codes_i, codes_q = (encode(compact["features"][k]) for k in ("originals", "queries"))
+    bits = int(spec[3:]) if distance_name == "hamming" else None
+    d = brute_force(codes_q, codes_i, distance_name, bits)
+    found = 0
+    for row, query in enumerate(queries):
+        got = dict(answers[query])
+        for j, image in enumerate(photos["original"]):
+            if d[row, j] <= radius - 1e-6 * max(radius, 1):
+                assert got[image] == pytest.approx(d[row, j], abs=1e-6 * max(radius, 1))
+            elif d[row, j] > radius + 1e-6 * max(radius, 1):
+                assert image not in got
+        assert [v for _, v in answers[query]] == sorted(v for _, v in answers[query])
+        found += photos["original"][row % 8] in got
+    # the benchmark's sweep over the same codes, each copy relevant to its original
+    groups = [row % 8 for row in range(len(queries))]
+    swept = metrics.sweep(codes_i, np.arange(8), codes_q, groups, distance_name, [radius],
+                          bits=bits)  # fmt: skip
+    assert found == swept.tp[0] and sum(map(len, answers.values())) == swept.tp[0] + swept.fp[0]
+    assert 0 < found  # the radius finds some originals, not none
+    header = imageindex.ImageIndex.load(index_path).header
+    assert (
+        header["encoder"]["sha256"]
+        == hashlib.sha256(Path(compact["files"][name]).read_bytes()).hexdigest()
+    )
+    assert (header["source"], header["encoder"]["source"]) == (SOURCE, SOURCE)
+
+
+def test_compact_code_encoder_from_a_finished_run(photos, compact, tmp_path, capsys):
+    import shutil
+
+    from risbench import compress
+
+    name, results = f"{SOURCE}__itq32", tmp_path / "results"
+    finished_run(results, name, 32, 0.1875)
+    kept = Path(compress.encoder_path(name, str(results)))
+    kept.parent.mkdir(parents=True)
+    shutil.copy(compact["files"][name], kept)
+    index_path = tmp_path / "run.index"
+    argv = ["index", "--descriptor", name, "--config", compact["config"], "--run", str(results)]
+    code, _, err = run([*argv, *photos["original"][:2], "-o", str(index_path)], capsys)
+    assert code == 0, err
+    index = imageindex.ImageIndex.load(index_path)
+    assert index.radius == 0.1875 and index.header["encoder"]["file"] == str(kept)
+    assert index.distance == "hamming" and index.rows.d == 32  # FAISS binary: d in bits
+
+
+def test_compact_code_refusals(photos, compact, tmp_path, capsys):
+    itq, pca = f"{SOURCE}__itq32", f"{SOURCE}__pca16"
+    files, config = compact["files"], compact["config"]
+    good = tmp_path / "itq.index"
+    base = ["index", "--descriptor", itq, "--radius", "0.2", photos["original"][0]]
+    code, _, err = run([*base, "--config", config, "--encoder", files[itq], "-o", str(good)],
+                       capsys)  # fmt: skip
+    assert code == 0, err
+    cases = [
+        ([*base, "--config", config, "-o", str(tmp_path / "a")],
+         f"{itq} is a compact code: give --encoder FILE or --run RESULTS"),
+        ([*base, "--config", config, "--encoder", files[pca], "-o", str(tmp_path / "b")],
+         f"the encoder of {pca} (source {SOURCE}), not of {itq}"),
+        # the built-in MobileNetV2 computes its features at 224 pixels, not 96
+        ([*base, "--encoder", files[itq], "-o", str(tmp_path / "c")],
+         f"fitted on {SOURCE} features computed with other input_size (96 there, 224 here)"),
+        (["index", "--add", str(good), "--encoder", files[pca], photos["original"][1]],
+         f"index of {itq} built with encoder sha256 "),
+        (["query", "--encoder", files[pca], str(good), photos["original"][1]],
+         f"({pca}): another encoder"),
+        (["index", "--descriptor", "dct", "--radius", "0.2", "--encoder", files[itq],
+          photos["original"][0], "-o", str(tmp_path / "d")],
+         "--encoder is for compact codes; dct is not one"),
+        (["index", "--descriptor", "dct__itq32", "--radius", "0.2", "--encoder", files[itq],
+          photos["original"][0], "-o", str(tmp_path / "e")],
+         "dct__itq32: compact codes encode CNN descriptors, dct is a hash"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        code, _, err = run(argv, capsys)
+        assert code == 1 and message in err, (argv, err)
+    # the same encoder is accepted; the index keeps answering without the encoder file
+    code, _, err = run(["index", "--add", str(good), "--encoder", files[itq],
+                        photos["original"][1]], capsys)  # fmt: skip
+    assert code == 0, err
+    assert query_json(good, [photos["original"][1]], capsys)[photos["original"][1]][0] == (
+        photos["original"][1],
+        0.0,
+    )
+    # an index whose kept encoder was swapped
+    with zipfile.ZipFile(good) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    members["encoder.npz"] = Path(files[pca]).read_bytes()
+    with zipfile.ZipFile(good, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    code, out, err = run(["query", str(good), photos["original"][0]], capsys)
+    assert code == 1 and out == ""
+    assert "its encoder.npz is not the encoder it was built with (SHA-256" in err

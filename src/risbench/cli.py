@@ -127,6 +127,7 @@ def cmd_index(args) -> None:
             run=args.run,
             models=models,
             append=append,
+            encoder=args.encoder,
         )
     except (ValueError, OSError) as error:
         raise SystemExit(f"risbench index: {error}") from None
@@ -144,7 +145,7 @@ def cmd_query(args) -> None:
 
     photos = imageindex.expand(args.photos)
     try:
-        index = imageindex.ImageIndex.load(args.index, args.descriptor)
+        index = imageindex.ImageIndex.load(args.index, args.descriptor, args.encoder)
         answers = index.query_many(photos)
     except (ValueError, OSError) as error:
         raise SystemExit(f"risbench query: {error}") from None
@@ -358,11 +359,18 @@ def _hash_args(p) -> None:
 
 
 def _index_args(p) -> None:
-    p.add_argument("--descriptor", help="any hash or CNN descriptor (a new index: required)")
+    p.add_argument(
+        "--descriptor", help="any hash, CNN descriptor or compact code (a new index: required)"
+    )
     p.add_argument("--distance", help="default: the descriptor kind's first (cosine for CNN)")
     p.add_argument("--radius", type=float, help="in the distance's units (hamming: a fraction)")
     p.add_argument("--run", help="or: the best radius of this finished results folder's benchmark")
     p.add_argument("--config", help="a config file whose models define the CNN descriptor")
+    p.add_argument(
+        "--encoder",
+        help="a compact code's encoder file (default: RESULTS/descriptors/D/encoder.npz of "
+        "--run); with --add: refuse the index unless it was built with this encoder",
+    )
     p.add_argument("-o", "--output", help="the index file to write")
     p.add_argument("--append", action="store_true", help="add the images to the index at -o")
     p.add_argument("--add", metavar="INDEX", help="add the images to INDEX (= -o INDEX --append)")
@@ -374,6 +382,7 @@ def _query_args(p) -> None:
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files and folders")
     p.add_argument("--json", action="store_true", help="one JSON object per photo and line")
     p.add_argument("--descriptor", help="refuse an index of another descriptor")
+    p.add_argument("--encoder", help="refuse an index built with another encoder file")
 
 
 def _hash_store_args(p) -> None:

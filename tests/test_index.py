@@ -433,6 +433,9 @@ def test_compact_code_encoder_from_a_finished_run(photos, compact, tmp_path, cap
     index = imageindex.ImageIndex.load(index_path)
     assert index.radius == 0.1875 and index.header["encoder"]["file"] == str(kept)
     assert index.distance == "hamming" and index.rows.d == 32  # FAISS binary: d in bits
+    kept.unlink()  # the index keeps its encoder: queries need no results folder
+    first = photos["original"][0]
+    assert query_json(index_path, [first], capsys)[first][0] == (first, 0.0)
 
 
 def test_compact_code_refusals(photos, compact, tmp_path, capsys):

@@ -20,6 +20,10 @@ significant position), so the Hamming sweep reads them unchanged.
 
 Every method fits once per source descriptor on the training rows of
 :mod:`risbench.split` (never a benchmark query) and encodes every variant.
+A fit gives an :class:`Encoder` (plain arrays), which the job keeps in
+``results/descriptors/{name}/encoder.npz`` (:func:`encoder_path`) and encodes
+through; ``risbench index`` rebuilds it from that file (:mod:`risbench.imageindex`)
+and gets the same codes bit for bit. This module owns that file format.
 This module's top level is cheap (the config check reads the names); NumPy,
 scikit-learn and FAISS are imported when a job fits.
 """

@@ -507,6 +507,10 @@ def test_large_tile_equals_small_tile_counts_on_realistic_data():
 def numpy_finish(x, finish):
     """Products to distances in place with NumPy, as the kernel's ``finish``
     (a distance.RowFinish) says: float32 formula, then the identical pairs at 0."""
+    if finish.distance == "hamming":
+        xor = finish.words[:, :, None] ^ finish.words_t[None, :, :]
+        x[...] = np.bitwise_count(xor).sum(axis=1)
+        return
     if finish.distance == "cosine":
         np.maximum(np.float32(1) - x, np.float32(0), out=x)
     else:
@@ -613,37 +617,44 @@ def test_kernel_equals_numpy_counter_on_boundary_heavy_data(grid):
     np.testing.assert_allclose(rowsum, exact, rtol=1e-12)
 
 
-@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+@pytest.mark.parametrize("distance", ["cosine", "euclidean", "hamming"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_kernel_finishes_products_as_numpy_does(distance, threads, monkeypatch):
     """Products turned into distances inside the counting kernel are bit for bit
     those of distance._to_distance (NumPy), identical rows at 0 included: the
     same tiles finished both ways, then counted both ways. The data has
     duplicated rows (similarity rounds above 1), near-duplicates and, for
-    euclidean, large norms, where any reassociation or FMA would show."""
+    euclidean, large norms, where any reassociation or FMA would show. Hamming
+    (90 bits, two words): the kernel's XOR and popcount against NumPy's."""
     monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
     rng = np.random.default_rng(11)
     x = rng.standard_normal((300, 48)).astype(np.float32) * rng.uniform(0.01, 50, (300, 1))
     x = x.astype(np.float32)
     x[100:140] = x[:40]  # bit-identical rows
     x[140:180] = x[:40] * np.float32(1 + 2**-20)  # near-duplicates
-    qp, ip = dist.prepare_pair(x, x, distance, xp=np)
+    bits = 90 if distance == "hamming" else None
+    if distance == "hamming":  # (the signs of the values, twice)
+        x = np.packbits(np.hstack([x, x[:, ::-1]])[:, :bits] > 0, axis=1)
+    qp, ip = dist.prepare_pair(x, x, distance, bits=bits, xp=np)
     ident = dist.identical_pairs(qp.host, ip.host)
-    radii = metrics.radius_grid(distance, step=2.0**-9, max_radius=4.0)
-    binner = binning.Binner(radii, distance, None, np)
+    radii = metrics.radius_grid(distance, bits=bits, step=2.0**-9, max_radius=4.0)
+    binner = binning.Binner(radii, distance, bits, np)
     rows = 0
     for start, stop, tile, finish in dist.iter_raw_tiles(qp, ip, 128, ident, deferred=True):
         ref = tile.copy()
-        finish.func(ref, start, 0, stop - start)  # NumPy: distance._to_distance
+        if distance == "hamming":
+            numpy_finish(ref, finish.func.__self__._row_finish(start, stop))
+        else:
+            finish.func(ref, start, 0, stop - start)  # NumPy: distance._to_distance
         spec = finish(0, stop - start, in_kernel=True)
         assert isinstance(spec, dist.RowFinish)
         cum, rowsum, rowmax = (
             np.empty((stop - start, binner.R + 1)),
-            np.empty(stop - start),
-            np.empty(stop - start, np.float32),
+            np.empty(stop - start, np.int64 if bits else np.float64),
+            np.empty(stop - start, tile.dtype),
         )
         binning.count_rows(binner, tile, cum, rowsum, rowmax, spec)
-        assert np.array_equal(tile.view(np.uint32), ref.view(np.uint32))
+        assert np.array_equal(tile.view(np.uint8), ref.view(np.uint8))
         expected = [np.empty_like(cum), np.empty_like(rowsum), np.empty_like(rowmax)]
         numpy_count_rows(binner, ref, *expected)
         assert np.array_equal(cum, expected[0]) and np.array_equal(rowmax, expected[2])

@@ -222,13 +222,18 @@ def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fi
 
 
 @numba.njit(cache=True)
-def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1):
+def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words):
     """Rows i0:i1 of a chunk of bit counts (one thread's share, or all rows on
-    one thread); ``hists``, ``bins``: the thread's scratch."""
+    one thread); ``hists``, ``bins``: the thread's scratch; ``words``: (query
+    words of the rows, index words transposed) when the counts are still to
+    be computed, row by row (no rows: ``x`` holds them)."""
     n = x.shape[1]
     top = hists.shape[1] - 1
+    qw, iw_t = words
     for i in range(i0, i1):
         row = x[i]
+        if qw.shape[0]:
+            _popcount_row(qw[i], iw_t, row)
         s, m = 0, 0
         for a in range(0, n, bins.shape[0]):
             blk = row[a : a + bins.shape[0]]
@@ -245,11 +250,11 @@ def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1):
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks):
+def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _count_rows(x, upto, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1)
+        _count_rows(x, upto, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1, words)
 
 
 def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
@@ -260,9 +265,9 @@ def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     distance (``x``'s dtype). ``binner``: a NumPy :class:`risbench.binning.Binner`.
 
     ``finish``: None when ``x`` holds distances; else ``x`` holds float32
-    matrix products and ``finish`` is the :class:`risbench.distance.RowFinish`
-    that turns them into distances, in place, row by row while each row is in
-    cache (distances in FINISH only).
+    matrix products (distances in FINISH) or nothing yet (hamming) and
+    ``finish`` is the :class:`risbench.distance.RowFinish` that makes the
+    distances, in place, row by row while each row is in cache.
 
     Hamming counts are not binned one by one: a histogram of the counts
     (0..bits) and, per radius, the pairs with at most its count threshold."""
@@ -275,9 +280,8 @@ def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     hists = np.zeros((threads, 4, size), dtype=np.int32)
     blocks = np.empty((threads, _BLOCK), dtype=np.uint32)
     if binner.mode == "lut":
-        if finish is not None:
-            raise ValueError("hamming counts need no finish")
-        args, tail = (x, binner.upto, cum, rowsum, rowmax), ()
+        args = (x, binner.upto, cum, rowsum, rowmax)
+        tail = (_words_args(finish, x.shape[1]),)
         serial, parallel = _count_rows, _count_counts
     else:
         ints = np.dtype(f"i{x.dtype.itemsize}")
@@ -291,6 +295,16 @@ def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     else:
         with _LAUNCH:
             parallel(*args, hists, blocks, *tail)
+
+
+def _words_args(finish, n: int) -> tuple:
+    """The hamming kernel's view of a RowFinish: (query words, index words
+    transposed), no rows when ``x`` holds the counts already."""
+    if finish is None:
+        return np.zeros((0, 1), dtype=np.uint64), np.zeros((1, n), dtype=np.uint64)
+    if finish.distance != "hamming":
+        raise ValueError(f"hamming counts, not {finish.distance}")
+    return finish.words, finish.words_t
 
 
 def _finish_args(finish, dtype) -> tuple:
@@ -506,20 +520,23 @@ def _popcount(typingctx, x):
 
 
 @numba.njit(cache=True)
+def _popcount_row(q, iw_t, row):
+    """Differing bits of one query's words ``q`` against every index row."""
+    words, n = iw_t.shape
+    first = iw_t[0]
+    for j in range(n):  # vectorised (VPOPCNTQ)
+        row[j] = _popcount(q[0] ^ first[j])
+    for w in range(1, words):
+        qword, word = q[w], iw_t[w]
+        for j in range(n):
+            row[j] += _popcount(qword ^ word[j])
+
+
+@numba.njit(cache=True)
 def _hamming_rows(qw, iw_t, out, i0, i1):
     """Rows i0:i1 of :func:`hamming_counts` (one thread's share, or all)."""
-    words, n = iw_t.shape
     for i in range(i0, i1):
-        row = out[i]
-        q = qw[i, 0]
-        first = iw_t[0]
-        for j in range(n):  # vectorised (VPOPCNTQ)
-            row[j] = _popcount(q ^ first[j])
-        for w in range(1, words):
-            q = qw[i, w]
-            word = iw_t[w]
-            for j in range(n):
-                row[j] += _popcount(q ^ word[j])
+        _popcount_row(qw[i], iw_t, out[i])
 
 
 @numba.njit(parallel=True, cache=True)

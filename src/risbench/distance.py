@@ -503,10 +503,12 @@ class _RawTiles:
     def finish(self, tile, start: int, a: int, b: int, in_kernel: bool = False):
         """Rows a:b of a tile starting at query row ``start`` become distances.
 
-        ``in_kernel``: when the CPU counting kernel can do it (a NumPy float
-        distance in ``cpukernels.FINISH``), do nothing and return the
-        :class:`RowFinish` it needs, so that each row is finished while it is
-        in cache; else finish here and return None."""
+        ``in_kernel``: when the CPU counting kernel can do it (CPU hamming, a
+        NumPy float distance in ``cpukernels.FINISH``), do nothing and return
+        the :class:`RowFinish` it needs, so that each row is finished while it
+        is in cache; else finish here and return None."""
+        if in_kernel and self.counts_in_finish:
+            return self._row_finish(start + a, start + b)
         if in_kernel and self.is_float and is_numpy(self.xp):
             from risbench import cpukernels
 
@@ -525,9 +527,11 @@ class _RawTiles:
                 rows = np.repeat(np.arange(b - a), counts)
                 part[self.xp.asarray(rows), self.id_cols_x[i0:i1]] = 0
 
-
     def _row_finish(self, q0: int, q1: int) -> RowFinish:
         qp, ip = self.qp, self.ip
+        if qp.distance == "hamming":  # (bit-identical rows differ in no bit: 0 already)
+            none = np.zeros(1, dtype=np.int64)
+            return RowFinish("hamming", None, None, none, none[:0], qp.data[q0:q1], ip.words_t)
         if self.identical is None:
             ptr, cols = np.zeros(q1 - q0 + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         else:
@@ -546,13 +550,16 @@ class RowFinish:
     that does it row by row (:func:`risbench.cpukernels.count_rows`): the
     squared norms (euclidean; float32, index side and the rows' own) and the
     bit-identical pairs as a CSR local to the rows (``id_ptr`` (rows + 1,),
-    int64, from 0; ``id_cols``), set to exactly 0 after the formula."""
+    int64, from 0; ``id_cols``), set to exactly 0 after the formula; for
+    hamming the rows' words and the index words transposed (XOR and popcount)."""
 
     distance: str
     isq: np.ndarray | None
     qsq: np.ndarray | None
     id_ptr: np.ndarray
     id_cols: np.ndarray
+    words: np.ndarray | None = None
+    words_t: np.ndarray | None = None
 
 
 def iter_raw_tiles(

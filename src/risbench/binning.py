@@ -21,7 +21,9 @@ The counters turn bins into (rows, R+1) cumulative counts (how many pairs of
 each row are retrieved at each radius). On the CPU that is
 :func:`count_rows`, a fused numba kernel (:mod:`risbench.cpukernels`) that
 bins each row while it is in cache, with the same operations in the same
-dtype as :class:`Binner`, and sums it and finds its maximum in the same pass;
+dtype as :class:`Binner`, and sums it and finds its maximum in the same pass
+(given a :class:`risbench.distance.RowFinish`, it first makes the row's
+distances: products to distances, or XOR + popcount);
 on the GPU an offset bincount of the Binner's bins (:func:`cum_bincount`).
 Both are exact and agree (``tests/test_metrics.py``).
 """

@@ -14,8 +14,8 @@ How (design.md, "Computation"): the distances of a tile of queries against
 the whole index are computed once (:mod:`risbench.distance`), each distance is
 turned into the index of the first grid radius that retrieves it, exactly, and
 those bin indices are counted per query (:mod:`risbench.binning`: on the CPU
-one fused numba kernel per cache-sized chunk of rows, on the GPU a bincount;
-both exact). Cumulative sums over the
+one fused numba kernel per cache-sized chunk of rows, which also turns the
+products into distances, on the GPU a bincount; both exact). Cumulative sums over the
 bins give, for every radius at once, each query's retrieved count; the
 relevant pairs (few: the members of the query's group) give tp the same way.
 Never one pass per radius; memory is O(tile × radii) for the per-query counts.
@@ -43,10 +43,12 @@ From the same pass:
   candidate; the candidates are sorted exactly (distance, then irrelevant
   before relevant, then index).
 
-Cost: one float32 matrix product per pair plus, on the CPU, well under 1 ns
-per pair of binning, counting, summing and the row maximum (one pass of the
-fused kernel over each row while it is in cache) and O(radii) per query:
-measured with ``benchmarks/bench_engine.py``.
+Cost: one float32 matrix product per pair plus, on the CPU, about 1 ns per
+pair of finishing, binning, counting, summing, the row maximum and picking
+the top-k candidates (numba kernels over each chunk of rows while it is in
+cache, :mod:`risbench.cpukernels`) and O(radii) per query (tp and the P/F
+sums in one pass, ``cpukernels.score_rows``): measured with
+``benchmarks/bench_engine.py``. The GPU runs the same steps as array code.
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ from risbench import distance as dist
 DEFAULT_MAX_RADIUS = {"hamming": 0.5, "rv": 1.0, "cosine": 1.0, "angular": 0.5, "euclidean": 2.0}
 DEFAULT_STEPS = 1024
 TABLE_COLUMNS = ["radius", "precision", "recall", "f1", "fbeta", "tp", "fp", "fn", "queries"]
-# Elements of a CPU chunk (rows × index size) turned into distances, binned and
-# counted while cache-resident (2 MiB of float32: the L2 caches of the threads
-# that share it, or L3). Each chunk is one parallel kernel launch, with a fixed
-# cost (waking the threads) that chunks of 2^17 paid four times as often.
-CHUNK_ELEMENTS = 2**19
+# Bytes of a CPU chunk (rows × index size) turned into distances, binned and
+# counted while cache-resident (2 MiB: 2^19 float32 distances or 2^20 uint16
+# bit counts; the L2 caches of the threads that share it, or L3). Each chunk is
+# one parallel kernel launch, with a fixed cost (waking the threads) that
+# chunks of 2^17 float32 paid four times as often.
+CHUNK_BYTES = 2**21
 
 
 # --------------------------------------------------------------------------- radius grid
@@ -750,7 +753,8 @@ class _TileAccumulator:
         self.numpy = dist.is_numpy(xp)
         self.binner = binning.Binner(p.radii, p.distance, p.bits, xp)
         self.tile_rows = tile_rows
-        self.chunk = max(1, CHUNK_ELEMENTS // max(1, p.n)) if self.numpy else tile_rows
+        row_bytes = max(1, p.n) * self.binner.raw.itemsize
+        self.chunk = max(1, CHUNK_BYTES // row_bytes) if self.numpy else tile_rows
         self.integer = p.distance == "hamming"
         # Ranked lists leave the query itself out, always: relevant = the others
         # of its group; k = max(top_k, most relevant of any query).

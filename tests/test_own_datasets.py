@@ -456,3 +456,28 @@ def test_dry_run_of_the_test_configs(tmp_path, name):
     assert jobs["hash"] == variants
     plan = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
     assert "--variants-root results/images" in plan
+
+
+@pytest.mark.slow
+def test_a_pairs_run_end_to_end_answers_its_ground_truth(tmp_path):
+    """The tiny pairs run: Table 3 and the thresholds come from the `queries`
+    protocol, and every query's tp + fn is its number of references in the
+    ground-truth file (none for the queries that match nothing)."""
+    from workflow_copy import copy_workflow, load_test_config, snakemake
+
+    workdir = copy_workflow(tmp_path / "wf", load_test_config("pairs"))
+    (workdir / "pairs").symlink_to(ROOT / ".test" / "pairs")
+    snakemake(workdir)
+    table3 = pd.read_csv(workdir / "results" / "tables" / "table3_all.csv")
+    assert sorted(table3["descriptor"]) == ["dct", "dhash"]
+    thresholds = pd.read_csv(workdir / "results" / "tables" / "thresholds.csv")
+    assert set(thresholds["descriptor"]) == {"dct", "dhash"}
+    truth = pd.read_csv(ROOT / ".test" / "pairs" / "ground_truth.csv", dtype=str)
+    references = truth.dropna().groupby("query_id").size()
+    for name in ("dct", "dhash"):
+        outcomes = pd.read_parquet(
+            workdir / "results" / "benchmark" / "queries" / f"{name}__hamming.queries.parquet"
+        )
+        assert sorted(outcomes["image_id"]) == sorted(truth["query_id"].unique())
+        expected = outcomes["image_id"].map(references).fillna(0).astype(int)
+        assert (outcomes["tp"] + outcomes["fn"]).tolist() == expected.tolist()

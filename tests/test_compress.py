@@ -13,7 +13,7 @@ import yaml
 from sklearn.decomposition import PCA
 from snakemake.utils import validate
 
-from risbench import compress, figures, report, split, store
+from risbench import compress, encoders, figures, report, split, store
 from risbench import config as risbench_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ def test_names_sizes_and_bytes():
     assert compress.code_bytes("x__itq32") == 4
     assert compress.code_bytes("x__pq16") == 16
     assert compress.code_bytes("dhash") is None
-    assert compress.pq_sub_quantizers(16, 8) == 16
-    assert compress.pq_sub_quantizers(16, 4) == 32
+    assert encoders.pq_sub_quantizers(16, 8) == 16
+    assert encoders.pq_sub_quantizers(16, 4) == 32
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,8 @@ def test_lsh_bits_of_a_hand_picked_vector_and_hyperplanes(monkeypatch):
     # Centred on the training mean (2, 0), x = (4, 1) is (2, 1); its dot
     # products with the 8 normals below are 2, 1, -2, 3, 1, -1, -3, -1.
     normals = np.array([[1, 0, -1, 1, 1, 0, -1, -1], [0, 1, 0, 1, -1, -1, -1, 1]], dtype=float)
-    monkeypatch.setattr(compress, "lsh_planes", lambda dim, bits, seed: normals)
-    encode = compress.fit_lsh(np.array([[1.0, 0.0], [3.0, 0.0]]), 8)
+    monkeypatch.setattr(encoders, "lsh_planes", lambda dim, bits, seed: normals)
+    encode = encoders.fit_lsh(np.array([[1.0, 0.0], [3.0, 0.0]]), 8)
     code = encode(np.array([[4.0, 1.0]]))
     assert code.dtype == np.uint8 and code.shape == (1, 1)
     assert code[0, 0] == 0b11011000
@@ -72,10 +72,10 @@ def test_lsh_bits_of_a_hand_picked_vector_and_hyperplanes(monkeypatch):
 def test_lsh_is_seeded_and_packs_every_bit():
     rng = np.random.default_rng(1)
     train, x = rng.standard_normal((50, 12)), rng.standard_normal((9, 12))
-    first = compress.fit("lsh", 64, train, seed=3)(x)
+    first = encoders.fit("lsh", 64, train, seed=3)(x)
     assert first.shape == (9, 8)
-    assert np.array_equal(first, compress.fit("lsh", 64, train, seed=3)(x))
-    assert not np.array_equal(first, compress.fit("lsh", 64, train, seed=4)(x))
+    assert np.array_equal(first, encoders.fit("lsh", 64, train, seed=3)(x))
+    assert not np.array_equal(first, encoders.fit("lsh", 64, train, seed=4)(x))
     # the bits, recomputed from the seeded planes
     planes = np.random.default_rng(3).standard_normal((12, 64))
     bits = (x - train.mean(axis=0)) @ planes > 0
@@ -89,11 +89,11 @@ def test_pca_projects_a_2d_toy_set_onto_its_line():
     t = np.arange(-2, 3, dtype=float)
     train = np.concatenate([np.stack([t, t], axis=1), [[0.1, -0.1], [-0.1, 0.1]]])
     x = np.array([[3.0, 3.0], [1.0, -1.0]])
-    plain = compress.fit("pca", 1, train)(x)
+    plain = encoders.fit("pca", 1, train)(x)
     assert plain.shape == (2, 1) and plain.dtype == np.float32
     assert abs(plain[0, 0]) == pytest.approx(3 * math.sqrt(2), rel=1e-6)
     assert plain[1, 0] == pytest.approx(0, abs=1e-6)
-    whitened = compress.fit("pcaw", 1, train)(x)
+    whitened = encoders.fit("pcaw", 1, train)(x)
     assert abs(whitened[0, 0]) == pytest.approx(3 * math.sqrt(2) / math.sqrt(10 / 3), rel=1e-6)
 
 
@@ -101,7 +101,7 @@ def test_itq_rotation_is_orthogonal_and_lowers_the_quantisation_loss():
     rng = np.random.default_rng(0)
     v = rng.standard_normal((300, 16)) @ rng.standard_normal((16, 16))
     v -= v.mean(axis=0)
-    rotation = compress.itq_rotation(v, seed=5)
+    rotation = encoders.itq_rotation(v, seed=5)
     assert np.allclose(rotation.T @ rotation, np.eye(16), atol=1e-10)
 
     def loss(r):
@@ -110,16 +110,16 @@ def test_itq_rotation_is_orthogonal_and_lowers_the_quantisation_loss():
 
     start, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((16, 16)))
     assert loss(rotation) < loss(start)
-    assert np.allclose(compress.itq_rotation(v, seed=5, iterations=0), start)
+    assert np.allclose(encoders.itq_rotation(v, seed=5, iterations=0), start)
 
 
 def test_itq_codes_are_the_signs_of_the_rotated_pca_projection():
     rng = np.random.default_rng(2)
     train, x = rng.standard_normal((80, 20)), rng.standard_normal((7, 20))
-    codes = compress.fit("itq", 8, train, seed=1)(x)
+    codes = encoders.fit("itq", 8, train, seed=1)(x)
     assert codes.shape == (7, 1)
     pca = PCA(n_components=8, svd_solver="full").fit(train)
-    rotation = compress.itq_rotation(pca.transform(train), seed=1)
+    rotation = encoders.itq_rotation(pca.transform(train), seed=1)
     assert np.array_equal(np.unpackbits(codes, axis=1), pca.transform(x) @ rotation > 0)
 
 
@@ -128,9 +128,9 @@ def test_pq_decodes_each_subvector_to_its_nearest_centroid():
 
     rng = np.random.default_rng(4)
     train, x = rng.standard_normal((400, 8)), rng.standard_normal((25, 8))
-    pq = compress.train_pq(train, 2, pq_nbits=4, seed=0)  # 2 bytes: 4 sub-quantisers
+    pq = encoders.train_pq(train, 2, pq_nbits=4, seed=0)  # 2 bytes: 4 sub-quantisers
     assert (pq.M, pq.nbits, pq.dsub) == (4, 4, 2)
-    decoded = compress.fit("pq", 2, train, pq_nbits=4, seed=0)(x)
+    decoded = encoders.fit("pq", 2, train, pq_nbits=4, seed=0)(x)
     assert decoded.shape == x.shape and decoded.dtype == np.float32
     centroids = faiss.vector_to_array(pq.centroids).reshape(4, 16, 2)
     for s in range(4):
@@ -149,16 +149,16 @@ def test_kept_encoder_gives_the_fitted_encoders_codes_bit_for_bit(spec, tmp_path
     rng = np.random.default_rng(7)
     train = rng.standard_normal((300, 16)).astype(np.float32)
     x = (rng.standard_normal((5000, 16)) * 3).astype(np.float32)  # more than one tile
-    fitted = compress.fit(method, size, train, seed=2, pq_nbits=4)
+    fitted = encoders.fit(method, size, train, seed=2, pq_nbits=4)
     path = tmp_path / "encoder.npz"
     fitted.save(path)
-    kept = compress.Encoder.load(path)
+    kept = encoders.Encoder.load(path)
     codes = fitted.encode(x)
     assert np.array_equal(kept.encode(x), codes) and kept.encode(x).dtype == codes.dtype
     assert (kept.method, kept.size) == (method, size)
     # arrays only: the file opens without pickle
     with np.load(path, allow_pickle=False) as npz:
-        assert sorted(npz.files) == sorted(["meta", *compress.ENCODER_ARRAYS[method]])
+        assert sorted(npz.files) == sorted(["meta", *encoders.ENCODER_ARRAYS[method]])
     assert codes.shape[1] == compress.store_dim(method, size, 16) // (
         8 if compress.METHODS[method].kind == "binary" else 1
     )
@@ -171,36 +171,36 @@ def test_kept_encoders_agree_with_the_libraries_they_were_fitted_with():
     train, x = rng.standard_normal((300, 16)), rng.standard_normal((40, 16))
     for whiten in (False, True):
         reference = PCA(6, whiten=whiten, svd_solver="full").fit(train).transform(x)
-        kept = compress.fit("pcaw" if whiten else "pca", 6, train)(x)
+        kept = encoders.fit("pcaw" if whiten else "pca", 6, train)(x)
         assert np.allclose(kept, reference, atol=1e-5)
     # PQ rebuilt from its centroids: FAISS's own trained quantiser's codes, bit for bit
-    pq = compress.train_pq(train, 4, pq_nbits=4, seed=2)
+    pq = encoders.train_pq(train, 4, pq_nbits=4, seed=2)
     x32 = x.astype(np.float32)
     assert np.array_equal(
-        compress.fit("pq", 4, train, pq_nbits=4, seed=2)(x32), pq.decode(pq.compute_codes(x32))
+        encoders.fit("pq", 4, train, pq_nbits=4, seed=2)(x32), pq.decode(pq.compute_codes(x32))
     )
     assert faiss.vector_to_array(pq.centroids).size == 8 * 16 * 2
 
 
 def test_encoder_file_errors_name_the_file(tmp_path):
-    with pytest.raises(compress.EncoderError, match="x.npz: no such encoder file"):
-        compress.Encoder.load(tmp_path / "x.npz")
+    with pytest.raises(encoders.EncoderError, match="x.npz: no such encoder file"):
+        encoders.Encoder.load(tmp_path / "x.npz")
     bad = tmp_path / "bad.npz"
     bad.write_text("hello")
-    with pytest.raises(compress.EncoderError, match="bad.npz: not a risbench encoder file"):
-        compress.Encoder.load(bad)
-    encoder = compress.fit("lsh", 8, np.ones((4, 3)))
+    with pytest.raises(encoders.EncoderError, match="bad.npz: not a risbench encoder file"):
+        encoders.Encoder.load(bad)
+    encoder = encoders.fit("lsh", 8, np.ones((4, 3)))
     np.savez(tmp_path / "v.npz", meta=np.array('{"format": "risbench encoder", '
              '"format_version": 99, "method": "lsh", "size": 8}'), **encoder.arrays)  # fmt: skip
-    with pytest.raises(compress.EncoderError, match="encoder format version 99, this risbench"):
-        compress.Encoder.load(tmp_path / "v.npz")
+    with pytest.raises(encoders.EncoderError, match="encoder format version 99, this risbench"):
+        encoders.Encoder.load(tmp_path / "v.npz")
     with pytest.raises(ValueError, match="takes rows of 3 values, not 5"):
         encoder.encode(np.ones((2, 5)))
 
 
 def test_pq_refuses_sub_quantisers_that_do_not_divide_the_dimensions():
     with pytest.raises(ValueError, match="4 sub-quantisers do not divide the 6 dimensions"):
-        compress.train_pq(np.zeros((300, 6)), 4, pq_nbits=8)
+        encoders.train_pq(np.zeros((300, 6)), 4, pq_nbits=8)
 
 
 # ------------------------------------------------------------------------------ the split
@@ -360,7 +360,7 @@ def test_compress_job_fits_on_the_training_rows_and_encodes_every_variant(tmp_pa
     outputs = {n: {v: str(tmp_path / n / f"{v}.zarr") for v in lists} for n in methods}
     chosen = {"share": 0.5, "seed": 0, "distractors": True}
     spec = {"methods": methods, "split": chosen, "pq_nbits": 4}
-    encoder_paths = {n: compress.encoder_path(n, str(tmp_path)) for n in methods}
+    encoder_paths = {n: encoders.encoder_path(n, str(tmp_path)) for n in methods}
     compress.run("feat", lists, stores, outputs, spec, encoder_paths)
 
     full = pd.concat([images[images["variant"] == v] for v in lists])
@@ -374,7 +374,7 @@ def test_compress_job_fits_on_the_training_rows_and_encodes_every_variant(tmp_pa
             (len(matrices[variant]), 2),
         )
         assert attrs["training_vectors"] == len(train) and attrs["split"] == chosen
-        assert np.array_equal(codes, compress.fit_lsh(train, 16, seed=0)(matrices[variant]))
+        assert np.array_equal(codes, encoders.fit_lsh(train, 16, seed=0)(matrices[variant]))
         pca, attrs = store.read_store(outputs["feat__pca4"][variant], descriptor="feat__pca4")
         assert attrs["kind"] == "float" and pca.shape == (len(matrices[variant]), 4)
         assert np.allclose(
@@ -385,11 +385,11 @@ def test_compress_job_fits_on_the_training_rows_and_encodes_every_variant(tmp_pa
         # the kept encoders encode the variant's rows to exactly the stored codes
         for name in methods:
             stored, attrs = store.read_store(outputs[name][variant])
-            kept = compress.Encoder.load(encoder_paths[name])
+            kept = encoders.Encoder.load(encoder_paths[name])
             assert np.array_equal(kept.encode(matrices[variant]), stored)
-            digest = compress.encoder_sha256(Path(encoder_paths[name]).read_bytes())
+            digest = encoders.encoder_sha256(Path(encoder_paths[name]).read_bytes())
             assert attrs["encoder_sha256"] == digest
-    meta = compress.Encoder.load(encoder_paths["feat__pq4"]).meta
+    meta = encoders.Encoder.load(encoder_paths["feat__pq4"]).meta
     assert (meta["descriptor"], meta["source"], meta["split"]) == ("feat__pq4", "feat", chosen)
     assert (meta["training_vectors"], meta["pq_nbits"], meta["dim"]) == (len(train), 4, 16)
     assert meta["source_attrs"]["dim"] == 16 and "variant" not in meta["source_attrs"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from risbench import cli, distance, hashing, imageindex, metrics, modify
+from risbench import cli, distance, encoders, hashing, imageindex, metrics, modify
 from risbench.results import BenchmarkStats, RunIndex, run_index_path
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "images"
@@ -332,7 +332,7 @@ SMALL = {"mobilenet_v2": {"pooling": ["max"], "normalize": ["none"], "input_size
 def compact(photos, tmp_path_factory):
     """The source features of the photos (computed as the index computes them: the
     originals in one call, the copies in another), the compress stage's fitted
-    encoders (risbench.compress.fit, as in its job) and their kept files."""
+    encoders (risbench.encoders.fit, as in its job) and their kept files."""
     import yaml
 
     from risbench import compress
@@ -348,7 +348,7 @@ def compact(photos, tmp_path_factory):
     for spec in ("itq-32", "pca-16", "pq-16"):
         name = compress.descriptor_name(SOURCE, spec)
         method, size = compress.parse_spec(spec)
-        fitted[name] = compress.fit(method, size, train, seed=0, pq_nbits=4)
+        fitted[name] = encoders.fit(method, size, train, seed=0, pq_nbits=4)
         source_attrs = {**describer.attrs, "dim": train.shape[1], "variant": "original"}
         job = {"methods": {name: spec}, "split": {"share": 0.25, "seed": 0},
                "pq_nbits": 4, "training_vectors": len(train), "held_out_groups": 0}  # fmt: skip
@@ -419,11 +419,9 @@ def test_compact_code_index_agrees_with_the_in_job_encoders_codes(
 def test_compact_code_encoder_from_a_finished_run(photos, compact, tmp_path, capsys):
     import shutil
 
-    from risbench import compress
-
     name, results = f"{SOURCE}__itq32", tmp_path / "results"
     finished_run(results, name, 32, 0.1875)
-    kept = Path(compress.encoder_path(name, str(results)))
+    kept = Path(encoders.encoder_path(name, str(results)))
     kept.parent.mkdir(parents=True)
     shutil.copy(compact["files"][name], kept)
     index_path = tmp_path / "run.index"

@@ -230,7 +230,7 @@ def _check_distances(config: dict) -> None:
 def _check_compress(config: dict) -> None:
     """Every ``compress`` entry: a float descriptor of this config, known
     methods and sizes, and (expected) enough training vectors."""
-    from risbench import compress
+    from risbench import compress, encoders
 
     nbits = config["compress"]["pq_nbits"]
     for source, specs in compress.sources(config).items():
@@ -238,7 +238,7 @@ def _check_compress(config: dict) -> None:
             try:
                 method, size = compress.parse_spec(spec)
                 if method == "pq":
-                    compress.pq_sub_quantizers(size, nbits)
+                    encoders.pq_sub_quantizers(size, nbits)
             except ValueError as error:
                 raise ConfigError(f"compress.{source}[{i}]: {error}") from None
     plain = {n: i for n, i in descriptors(config).items() if i["origin"] != "compress"}

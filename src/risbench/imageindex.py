@@ -4,7 +4,7 @@ An :class:`ImageIndex` holds one descriptor of every indexed image and answers,
 for a photo, every indexed image within a radius, nearest first. Every hash, every
 CNN descriptor and every compact code of one (``{source}__{method}{size}``: the
 source CNN descriptor computed here, then encoded by the encoder the compress job
-kept, :class:`risbench.compress.Encoder`) works: binary codes and float vectors are
+kept, :class:`risbench.encoders.Encoder`) works: binary codes and float vectors are
 searched with an exact FAISS flat range search (:mod:`risbench.search`, risbench's
 units and its ``d ≤ radius``), rv digests with an exact scan of
 ``distance.pairwise`` (FAISS has no peak cross-correlation). torch is imported only
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from risbench import distance as dist
-from risbench import results, search
+from risbench import encoders, results, search
 
 FORMAT = "risbench image index"
 FORMAT_VERSION = 1
@@ -187,23 +187,21 @@ class _Describer:
 
 
 def read_encoder(path) -> tuple[bytes, object]:
-    """An encoder file's bytes and its :class:`risbench.compress.Encoder`."""
-    from risbench import compress
+    """An encoder file's bytes and its :class:`risbench.encoders.Encoder`."""
 
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise compress.EncoderError(f"{path}: no such encoder file") from None
-    return data, compress.Encoder.from_bytes(data, path)
+        raise encoders.EncoderError(f"{path}: no such encoder file") from None
+    return data, encoders.Encoder.from_bytes(data, path)
 
 
 def encoder_identity(data: bytes, encoder, origin) -> dict:
     """What an index records of its encoder: SHA-256, descriptor, source, file read."""
-    from risbench import compress
 
     meta = encoder.meta
     return {
-        "sha256": compress.encoder_sha256(data),
+        "sha256": encoders.encoder_sha256(data),
         "descriptor": meta.get("descriptor"),
         "source": meta.get("source"),
         "file": os.path.abspath(origin),
@@ -344,11 +342,10 @@ class ImageIndex:
 
     def encoder(self):
         """A compact code's kept encoder (None for other descriptors)."""
-        from risbench import compress
 
         if self.encoder_bytes is None:
             return None
-        return compress.Encoder.from_bytes(self.encoder_bytes, ENCODER_MEMBER)
+        return encoders.Encoder.from_bytes(self.encoder_bytes, ENCODER_MEMBER)
 
     def check_encoder_file(self, path) -> None:
         """Refuses (IndexError_ saying which) an encoder file other than the index's."""
@@ -454,13 +451,12 @@ def _read(path) -> tuple[dict, bytes, bytes | None]:
 
 
 def _check_kept_encoder(path, header: dict, data: bytes | None) -> None:
-    from risbench import compress
 
     built = header.get("encoder")
-    if built is not None and compress.encoder_sha256(data) != built.get("sha256"):
+    if built is not None and encoders.encoder_sha256(data) != built.get("sha256"):
         raise IndexError_(
             f"{path}: its {ENCODER_MEMBER} is not the encoder it was built with (SHA-256 "
-            f"{compress.encoder_sha256(data)[:12]}, recorded {str(built.get('sha256'))[:12]})"
+            f"{encoders.encoder_sha256(data)[:12]}, recorded {str(built.get('sha256'))[:12]})"
         )
 
 
@@ -514,7 +510,6 @@ def best_radius(results_dir, descriptor: str, distance: str, protocol: str = "al
 def compact_encoder(d: Descriptor, encoder=None, run=None):
     """The encoder file of a compact code: ``encoder``, else the one the compress job
     kept under the results folder ``run``; None for other descriptors."""
-    from risbench import compress
 
     if d.source is None:
         if encoder is not None:
@@ -523,9 +518,9 @@ def compact_encoder(d: Descriptor, encoder=None, run=None):
     if encoder is None and run is None:
         raise ValueError(
             f"{d.name} is a compact code: give --encoder FILE or --run RESULTS "
-            f"(its {compress.encoder_path(d.name, 'RESULTS')})"
+            f"(its {encoders.encoder_path(d.name, 'RESULTS')})"
         )
-    return encoder if encoder is not None else compress.encoder_path(d.name, str(run))
+    return encoder if encoder is not None else encoders.encoder_path(d.name, str(run))
 
 
 def index_files(output, images, *, descriptor=None, distance=None, radius=None, run=None,

@@ -4,6 +4,7 @@
 # writes each code's store for every variant (seconds of work: a job
 # a store would spend them starting interpreters and refitting).
 from risbench import compress as risbench_compress
+from risbench import encoders as risbench_encoders
 
 COMPRESS_METHODS = {
     source: {risbench_compress.descriptor_name(source, spec): spec for spec in specs}
@@ -25,7 +26,7 @@ for compress_source, compress_methods in COMPRESS_METHODS.items():
     ]
     # each fitted encoder, kept so that `risbench index` encodes new photos alike
     compress_encoders = {
-        name: risbench_compress.encoder_path(name) for name in compress_methods
+        name: risbench_encoders.encoder_path(name) for name in compress_methods
     }
 
     rule:

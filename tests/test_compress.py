@@ -528,3 +528,29 @@ def test_the_example_config_passes_the_checks():
     codes = risbench_config.compact_descriptors(config)
     assert len(codes) == 7 and "mobilenet_v2_features_max__itq64" in codes
     assert "pdq" in risbench_config.descriptors(config)
+
+
+@pytest.mark.slow
+def test_tiny_compress_run_end_to_end(tmp_path):
+    """The tiny compress run: every code's stores are its kept encoder applied to
+    the source store, every benchmark answers the same queries (the training
+    groups left out), and bytes_f1 counts each code's bytes."""
+    from workflow_copy import copy_workflow, load_test_config, snakemake
+
+    workdir = copy_workflow(tmp_path / "w", load_test_config("compress"))
+    snakemake(workdir)
+    results = workdir / "results"
+    source = "mobilenet_v2_features_avg"
+    for variant in ("original", "blur", "rotate"):
+        features, _ = store.read_store(results / "descriptors" / source / f"{variant}.zarr")
+        for code in ("lsh64", "pca4", "pq2"):
+            name = f"{source}__{code}"
+            stored, attrs = store.read_store(results / "descriptors" / name / f"{variant}.zarr")
+            kept = encoders.Encoder.load(encoders.encoder_path(name, str(results)))
+            assert np.array_equal(kept.encode(features), stored)
+            assert attrs["split"]["share"] == 0.5
+    table = pd.read_csv(results / "tables" / "bytes_f1.csv")
+    assert table["queries"].nunique() == 1  # every descriptor on the same queries
+    size = dict(zip(table["descriptor"], table["bytes_per_image"], strict=False))
+    assert (size[f"{source}__lsh64"], size[f"{source}__pca4"], size[f"{source}__pq2"]) == (8, 16, 2)
+    assert size["pdq"] == 32 and size[source] == 4 * 1280

@@ -940,6 +940,34 @@ def test_cpu_kernels_equal_the_generic_path_bit_for_bit(distance, exclude_self, 
         assert a.ranked() == b.ranked()
 
 
+@pytest.mark.parametrize("grid", ["cosine dyadic", "hamming"])
+def test_pick_candidates_equal_numpy(grid):
+    """cpukernels.pick_candidates against NumPy: per row the first radius whose
+    count reaches k (none: R + 1, nothing picked), then every pair at most that
+    radius's limit, in row-major order; rows of many ties and rows of 1030
+    columns (blocks of 64 and a partial one). A count that lies is refused."""
+    from risbench import cpukernels
+
+    distance, radii, bits = GRIDS[grid]
+    binner = binning.Binner(radii, distance, bits, np)
+    rng = np.random.default_rng(5)
+    x = boundary_heavy(distance, radii, bits, (23, 1030), rng)
+    cum = kernel_counts(binner, x)[0]
+    k = rng.integers(1, 1031, 23)
+    k[::5] = 1031  # more than the row holds: nothing picked
+    level = np.empty(23, dtype=np.int64)
+    rows, cols, vals = cpukernels.pick_candidates(x, cum, k, binner.limit, level)
+    reached = cum >= k[:, None]
+    expected_level = np.where(reached.any(axis=1), reached.argmax(axis=1), binner.R + 1)
+    assert np.array_equal(level, expected_level)
+    r, c = np.nonzero(x <= binner.limit[expected_level][:, None])
+    assert np.array_equal(rows, r) and np.array_equal(cols, c)
+    assert np.array_equal(vals, x[r, c])
+    assert (level <= binner.R).any() and (level > binner.R).any()
+    with pytest.raises(ValueError, match="counts do not match"):
+        cpukernels.pick_candidates(x, cum + (cum > 0), k, binner.limit, level)
+
+
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_top_ranks_equal_a_full_sort(k):
     """cpukernels.top_ranks (the k best of each query, by insertion) against

@@ -429,7 +429,8 @@ def first_at_least(cum, k, out):
 
 @numba.njit(cache=True)
 def _pick_rows(x, limit, start, cols, vals, found, i0, i1):
-    """Rows i0:i1 of :func:`pick_rows` (one thread's share, or all)."""
+    """Rows i0:i1 of a chunk: the pairs of each row at most its ``limit``,
+    written from ``start[i]``; ``found``: how many there were."""
     n = x.shape[1]
     for i in range(i0, i1):
         row, lim, pos, end = x[i], limit[i], start[i], start[i + 1]
@@ -449,22 +450,43 @@ def _pick_rows(x, limit, start, cols, vals, found, i0, i1):
         found[i] = pos - start[i]
 
 
-def pick_rows(x, limit, counts):
-    """The pairs of each row of ``x`` at most its ``limit`` (row-major order):
-    (rows, columns, values) with ``counts`` (int64, per row) the number there
-    is to find (the caller knows it from the cumulative counts: a ValueError
-    when a row has another number, nothing written out of bounds). One
-    thread: a chunk's pick takes about 50 µs, less than handing it to two
-    (n = 7,000, d = 512: 6 ms a sweep on one thread, 22 ms on two)."""
-    start = np.zeros(len(x) + 1, dtype=np.int64)
-    np.cumsum(counts, out=start[1:])
-    cols = np.empty(int(start[-1]), dtype=np.int64)
-    vals = np.empty(int(start[-1]), dtype=x.dtype)
-    found = np.empty(len(x), dtype=np.int64)
-    _pick_rows(x, limit, start, cols, vals, found, 0, len(x))
-    if not np.array_equal(found, counts):
-        raise ValueError("pick_rows: the counts do not match the rows")
-    return np.repeat(np.arange(len(x)), counts), cols, vals
+@numba.njit(cache=True)
+def _pick(x, cum, k, table, level):
+    """:func:`pick_candidates` in one compiled call (a chunk's pick is tens of
+    µs: the NumPy steps around it cost as much)."""
+    rows, width = cum.shape
+    first_at_least(cum, k, level)
+    start = np.zeros(rows + 1, dtype=np.int64)
+    limit = np.empty(rows, dtype=table.dtype)
+    for i in range(rows):
+        limit[i] = table[level[i]]
+        start[i + 1] = start[i] + (np.int64(cum[i, level[i]]) if level[i] < width else 0)
+    cols = np.empty(start[rows], dtype=np.int64)
+    vals = np.empty(start[rows], dtype=x.dtype)
+    found = np.empty(rows, dtype=np.int64)
+    _pick_rows(x, limit, start, cols, vals, found, 0, rows)
+    owner = np.empty(start[rows], dtype=np.int64)
+    ok = True
+    for i in range(rows):
+        ok = ok and found[i] == start[i + 1] - start[i]
+        owner[start[i] : start[i + 1]] = i
+    return owner, cols, vals, ok
+
+
+def pick_candidates(x, cum, k, table, level):
+    """Per row of the distance chunk ``x``, every pair up to the bin of its
+    k-th nearest: into ``level`` the first radius j with ``cum[i, j]`` ≥
+    ``k[i]`` (R + 1: none), and the pairs with distance ≤ ``table[level]``
+    (``Binner.limit``: exactly those of bin ≤ level, ``cum[i, level]`` of
+    them) as (rows, columns, values) in row-major order. A ValueError when a
+    row holds another number of them than ``cum`` says (nothing is written out
+    of bounds). One thread: a chunk's pick takes about 50 µs, less than
+    handing it to two (n = 7,000, d = 512: 6 ms a sweep on one thread, 22 ms on
+    two)."""
+    rows, cols, vals, ok = _pick(x, cum, k, table, level)
+    if not ok:
+        raise ValueError("pick_candidates: the counts do not match the distances")
+    return rows, cols, vals
 
 
 @numba.njit(cache=True)

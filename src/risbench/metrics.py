@@ -854,12 +854,10 @@ class _TileAccumulator:
         the query itself, so one more is reached under exclude_self)."""
         if c0 == 0:
             t.picked, t.pick_level = [], np.empty(t.rows, dtype=np.int64)
-        cum, level = t.cum[c0:c1], t.pick_level[c0:c1]
-        cpukernels.first_at_least(cum, self.k_pick[t.start + c0 : t.start + c1], level)
-        inside = level <= self.p.R
-        counts = np.zeros(c1 - c0, dtype=np.int64)
-        counts[inside] = cum[inside, level[inside]]
-        rows, cols, vals = cpukernels.pick_rows(t.raw[c0:c1], self.binner.limit[level], counts)
+        k = self.k_pick[t.start + c0 : t.start + c1]
+        rows, cols, vals = cpukernels.pick_candidates(
+            t.raw[c0:c1], t.cum[c0:c1], k, self.binner.limit, t.pick_level[c0:c1]
+        )
         t.picked.append((rows + c0, cols, vals))
 
     def _picked(self, t: _Tile, level):

@@ -419,6 +419,13 @@ def test_table4_has_paper_columns(results):
     assert table.descriptor.tolist() == ["cnn", "dct"]
 
 
+def test_table4_names_a_data_sets_own_variants_after_their_folders(results):
+    # a `variants` data set's folder called `rotate` is its own rotation, not the paper's
+    table = report.table4(results, own_variants=["rotate"])
+    assert list(table.columns) == ["descriptor", "distance", "Base", "rotate", "mean"]
+    assert table.loc[table.descriptor == "cnn", "rotate"].item() == 0.9
+
+
 def test_table4_paper_columns_first_then_config_order_and_ties_by_name(tmp_path):
     paths = []
     # run order as the workflow lists them: a sweep and a composition between

@@ -282,6 +282,7 @@ def cmd_summarize(args) -> None:
                 images=args.images,
                 robustness=args.robustness,
                 l2_normalized=args.l2_normalized,
+                own_variants=args.own_variants,
             )
     except ResultsError as error:
         raise SystemExit(f"summarize: {error}") from None
@@ -469,6 +470,13 @@ def _summarize_args(p) -> None:
         default=[],
         help="descriptors the config L2-normalises: Table 3 shows their Euclidean "
         "ranking as the cosine one",
+    )
+    p.add_argument(
+        "--own-variants",
+        nargs="*",
+        default=[],
+        help="the data set's own modified copies (source variants): Table 4 names them "
+        "after their folders",
     )
 
 

@@ -275,10 +275,13 @@ def variant_order(variants) -> list[str]:
     ]
 
 
-def table4(results: pd.DataFrame) -> pd.DataFrame:
+def table4(results: pd.DataFrame, own_variants=()) -> pd.DataFrame:
     """Best F1 per single modification: one row per descriptor and distance, one
     column per variant (the paper's names, then strengths and compositions in
-    config order) and their mean; best mean first, ties by name."""
+    config order) and their mean; best mean first, ties by name.
+    ``own_variants``: a data set's own modified copies (source ``variants``),
+    named after their folders even where a folder is called like one of
+    risbench's modifications (its ``blur`` is not the paper's Blur)."""
     rows = results[results["protocol"].str.startswith("single-")]
     if rows.empty:
         return pd.DataFrame(columns=["descriptor", "distance", "mean"])
@@ -286,7 +289,8 @@ def table4(results: pd.DataFrame) -> pd.DataFrame:
     wide = rows.pivot_table(
         index=["descriptor", "distance"], columns="variant", values="f1", aggfunc="first"
     )
-    wide = wide[order].rename(columns=lambda v: PAPER_COLUMNS.get(v, v))
+    own = set(own_variants)
+    wide = wide[order].rename(columns=lambda v: v if v in own else PAPER_COLUMNS.get(v, v))
     wide.columns.name = None
     wide["mean"] = wide.mean(axis=1)
     wide = wide.reset_index()
@@ -542,13 +546,14 @@ def write_table(folder: Path, name: str, table: pd.DataFrame, steps: dict) -> No
 
 
 def summary_tables(
-    results: pd.DataFrame, timings: pd.DataFrame, l2_normalized=()
+    results: pd.DataFrame, timings: pd.DataFrame, l2_normalized=(), own_variants=()
 ) -> dict[str, pd.DataFrame]:
     """Every table of :data:`risbench.results.TABLES`, by name (``l2_normalized``:
-    the descriptors the config L2-normalises, :func:`table3`)."""
+    the descriptors the config L2-normalises, :func:`table3`; ``own_variants``:
+    the data set's own modified copies, :func:`table4`)."""
     tables = {
         "table3_all": table3(results, l2_normalized),
-        "table4_single": table4(results),
+        "table4_single": table4(results, own_variants),
         "distances": distance_table(results, main_protocol(results)),
         "ranked": ranked_table(results),
         "timing": timing_table(timings),
@@ -600,6 +605,7 @@ def summarize(
     images: str | Path | None = None,
     robustness: bool = False,
     l2_normalized=(),
+    own_variants=(),
 ) -> None:
     """Writes every table (``{name}.csv``, ``.md`` and ``.html``, :func:`write_table`)
     and figure (``{name}.png``) of :func:`risbench.results.summary_outputs`.
@@ -610,10 +616,11 @@ def summarize(
     ``robustness`` draws best F1 against strength (the workflow asks when
     :func:`risbench.results.wants_robustness`); ``l2_normalized`` names the
     descriptors the config L2-normalises (:func:`risbench.config.l2_normalized`),
-    whose Euclidean ranking Table 3 shows as the cosine one.
+    whose Euclidean ranking Table 3 shows as the cosine one; ``own_variants``
+    the data set's own modified copies (Table 4 names them after their folders).
     """
     results = load_results(runs)
-    tables = summary_tables(results, load_timings(timings), l2_normalized)
+    tables = summary_tables(results, load_timings(timings), l2_normalized, own_variants)
     catalog = pd.read_parquet(images) if images is not None else None
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,9 @@ rule summarize:
             else ""
         ),
         l2_normalized=risbench_config.l2_normalized(config),
+        own_variants=risbench_config.dataset_variants(config),
     shell:
         "risbench summarize --tables-dir results/tables --figures-dir results/figures"
         " --runs {input.runs:q} --timings {input.timings:q} --images {input.images:q}"
-        " {params.robustness} --l2-normalized {params.l2_normalized:q} 2> {log:q}"
+        " {params.robustness} --l2-normalized {params.l2_normalized:q}"
+        " --own-variants {params.own_variants:q} 2> {log:q}"

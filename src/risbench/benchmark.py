@@ -95,7 +95,7 @@ def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
         matrices,
         protocol_names,
         distance,
-        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        bits=_code_bits(attrs),
         radius_step=radius.get("step"),
         radius_max=radius.get("max"),
         exclude_self=spec["exclude_self"],
@@ -105,6 +105,11 @@ def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
         top_k=spec["top_k"],
     )
     return swept, attrs, next(iter(matrices.values())).shape[1], (images, matrices)
+
+
+def _code_bits(attrs: dict) -> int | None:
+    """The code bits of a binary or rv store (its ``dim``); None for floats."""
+    return attrs["dim"] if attrs["kind"] != "float" else None
 
 
 def _outcomes(swept, data, distance, attrs, outputs, spec) -> dict:
@@ -122,7 +127,7 @@ def _outcomes(swept, data, distance, attrs, outputs, spec) -> dict:
         matrices,
         wanted,
         distance,
-        bits=attrs["dim"] if attrs["kind"] != "float" else None,
+        bits=_code_bits(attrs),
         exclude_self=spec["exclude_self"],
         tile_mb=spec["tile_mb"],
         device=spec["device"],

@@ -430,6 +430,12 @@ def raw_dtype(distance: str, bits: int | None = None):
     return np.float64 if distance == "rv" else np.float32
 
 
+def raw_scale(distance: str, bits: int | None = None) -> float:
+    """Raw tile units per distance unit: hamming tiles hold bit counts (``bits``
+    of them make distance 1), the others hold the distance itself."""
+    return float(bits) if distance == "hamming" else 1.0
+
+
 class _RawTiles:
     """The state of :func:`iter_raw_tiles`: the fixed blocks the kernels fill, the
     tiles cut from them, and the finishing step (distances, identical pairs)."""

@@ -451,12 +451,15 @@ def _read(path) -> tuple[dict, bytes, bytes | None]:
 
 
 def _check_kept_encoder(path, header: dict, data: bytes | None) -> None:
-
+    """The encoder kept in a compact-code index is the one it was built with."""
     built = header.get("encoder")
-    if built is not None and encoders.encoder_sha256(data) != built.get("sha256"):
+    if built is None:
+        return
+    digest = encoders.encoder_sha256(data)
+    if digest != built.get("sha256"):
         raise IndexError_(
             f"{path}: its {ENCODER_MEMBER} is not the encoder it was built with (SHA-256 "
-            f"{encoders.encoder_sha256(data)[:12]}, recorded {str(built.get('sha256'))[:12]})"
+            f"{digest[:12]}, recorded {str(built.get('sha256'))[:12]})"
         )
 
 

@@ -322,8 +322,8 @@ class _Problem:
 
     @property
     def scale(self) -> float:
-        """Raw units per distance unit: hamming tiles hold bit counts."""
-        return float(self.bits) if self.distance == "hamming" else 1.0
+        """Raw units per distance unit (:func:`risbench.distance.raw_scale`)."""
+        return dist.raw_scale(self.distance, self.bits)
 
 
 def _check_options(radii, beta: float, top_k: int) -> tuple[np.ndarray, int]:

@@ -79,7 +79,7 @@ def query_outcomes(
             b = min(stop - start, a + step)
             chunk = _Chunk(tile[a:b], start + a, start + b, rows, cols, ptr, query_self, xp)
             chunk.score(out, limits, exclude_self)
-    scale = float(ip.bits) if distance == "hamming" else 1.0
+    scale = dist.raw_scale(distance, ip.bits)
     out["nearest_relevant"] /= scale
     out["nearest_nonrelevant"] /= scale
     return out

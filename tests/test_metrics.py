@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risbench import binning, metrics
+from risbench import binning, cpukernels, metrics
 from risbench import distance as dist
 
 # --------------------------------------------------------------------------- reference
@@ -520,14 +520,16 @@ def numpy_finish(x, finish):
     x[rows, finish.id_cols] = 0
 
 
-def numpy_count_rows(binner, x, cum, rowsum, rowmax, finish=None):
+def numpy_count_rows(binner, x, cum, rowsum, rowmax, finish=None, pick=None):
     """The plain NumPy counter (the CPU path before the fused kernel, the GPU
-    path's code today): the Binner's bins, an offset bincount, NumPy sums."""
+    path's code today): the Binner's bins, an offset bincount, NumPy sums;
+    the candidates from the separate pick."""
     if finish is not None:
         numpy_finish(x, finish)
     cum[...] = binning.cum_bincount(binner.bins(x), len(cum[0]) - 1)
     rowsum[...] = x.sum(axis=1, dtype=rowsum.dtype)
     rowmax[...] = x.max(axis=1)
+    return None if pick is None else cpukernels.pick_candidates(x, cum, *pick)
 
 
 @pytest.mark.parametrize("counter", ["kernel", "numpy"])
@@ -719,8 +721,6 @@ def test_kernels_launched_from_two_python_threads(monkeypatch):
 def test_kernel_threads_follow_the_job(monkeypatch):
     import numba
 
-    from risbench import cpukernels
-
     pool = numba.config.NUMBA_NUM_THREADS
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert cpukernels.job_threads() == 1
@@ -870,7 +870,6 @@ def test_score_kernel_by_hand(exclude_self, threads, monkeypatch):
     (relevant others at bins 1 and 2, itself at bin 0) retrieves 0, 1, 3 pairs
     besides itself; query B (nothing relevant, not in the index) 0, 0, 2.
     Sums over both: tp/max(ret, 1), tp/max(ret + rel, 1), tp/max(ret + 4 rel, 1)."""
-    from risbench import cpukernels
 
     monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
     cum = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 2.0]])  # A's own pair included
@@ -946,7 +945,6 @@ def test_pick_candidates_equal_numpy(grid):
     count reaches k (none: R + 1, nothing picked), then every pair at most that
     radius's limit, in row-major order; rows of many ties and rows of 1030
     columns (blocks of 64 and a partial one). A count that lies is refused."""
-    from risbench import cpukernels
 
     distance, radii, bits = GRIDS[grid]
     binner = binning.Binner(radii, distance, bits, np)
@@ -968,13 +966,48 @@ def test_pick_candidates_equal_numpy(grid):
         cpukernels.pick_candidates(x, cum + (cum > 0), k, binner.limit, level)
 
 
+@pytest.mark.parametrize("grid", ["cosine dyadic", "hamming"])
+@pytest.mark.parametrize("slack", [-30, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_counting_kernel_picks_as_pick_candidates(grid, slack, threads, monkeypatch):
+    """The candidates the counting kernel picks while it counts equal those of
+    the separate pick_candidates (levels, rows, columns, values, in row-major
+    order), also when its buffers leave rows out (made smaller than k here:
+    those rows are picked again alone, and come last)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+    monkeypatch.setattr(cpukernels, "_PICK_SLACK", slack)
+    distance, radii, bits = GRIDS[grid]
+    binner = binning.Binner(radii, distance, bits, np)
+    x = boundary_heavy(distance, radii, bits, (29, 1030), np.random.default_rng(8))
+    k = np.random.default_rng(9).integers(1, 40, 29)
+    k[::7] = 1031  # more than the row holds: nothing picked
+    cum = np.empty((29, binner.R + 1))
+    rowsum = np.empty(29, dtype=np.int64 if bits else np.float64)
+    level = np.empty(29, dtype=np.int64)
+    pick = (k, binner.limit, level)
+    alone, separate = [], cpukernels.pick_candidates
+    monkeypatch.setattr(
+        cpukernels, "pick_candidates", lambda x, *a: alone.append(len(x)) or separate(x, *a)
+    )
+    rows, cols, vals = binning.count_rows(binner, x, cum, rowsum, np.empty(29, x.dtype), None, pick)
+    expected_level = np.empty(29, dtype=np.int64)
+    ref = separate(x, cum, k, binner.limit, expected_level)
+    assert np.array_equal(level, expected_level)
+    order = np.lexsort((cols, rows))  # (rows left out come last)
+    for got, want in zip((rows[order], cols[order], vals[order]), ref, strict=True):
+        assert np.array_equal(got, want)
+    if slack > 0:  # all picked in the kernel, in order
+        assert alone == [] and np.array_equal(rows, ref[0])
+    else:  # the rows that did not fit picked alone
+        assert len(alone) == 1 and 0 < alone[0] < 29
+
+
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_top_ranks_equal_a_full_sort(k):
     """cpukernels.top_ranks (the k best of each query, by insertion) against
     np.lexsort of every candidate by (query, distance, relevant, index), on
     candidates with many tied distances, queries with fewer than k of them,
     and indices in any order."""
-    from risbench import cpukernels
 
     rng = np.random.default_rng(k)
     q = np.sort(rng.integers(0, 40, 600))

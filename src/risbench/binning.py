@@ -194,9 +194,10 @@ def cum_bincount(b, R: int, xp=np):
     return xp.cumsum(h, axis=1).astype(np.int32)
 
 
-def count_rows(binner: Binner, x, cum, rowsum, rowmax, finish=None) -> None:
-    """The CPU counter: per row of the distance chunk ``x``, the cumulative
+def count_rows(binner: Binner, x, cum, rowsum, rowmax, finish=None, pick=None):
+    """The CPU counter: per row of the distance tile ``x``, the cumulative
     counts ``cum`` (rows, R+1, float64), the row's sum and its maximum
     (:func:`risbench.cpukernels.count_rows`; NumPy arrays only). ``finish``: a
-    :class:`risbench.distance.RowFinish` when ``x`` still holds products."""
-    cpukernels.count_rows(binner, x, cum, rowsum, rowmax, finish)
+    :class:`risbench.distance.RowFinish` when ``x`` still holds products;
+    ``pick``: (k, limit, level) to pick each row's candidates too (returned)."""
+    return cpukernels.count_rows(binner, x, cum, rowsum, rowmax, finish, pick)

@@ -91,6 +91,20 @@ def _use_job_threads() -> int:
 
 
 @numba.njit
+def _first_at_least(a, v):
+    """The first j with a[j] ≥ v in the non-decreasing ``a`` (len(a) when none):
+    a binary search."""
+    lo, hi = 0, a.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit
 def _bin_block(blk, mode, scale, thr, bins):
     """Bins of a block of distances: the first j with v ≤ thr[j] (R + 1 when
     none), as Binner computes them (same float operations, same dtype). Every
@@ -100,14 +114,7 @@ def _bin_block(blk, mode, scale, thr, bins):
     R = thr.shape[0] - 1
     if mode == 2:  # search: binary search on the thresholds
         for j in range(w):
-            v, lo, hi = blk[j], 0, R + 1
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if thr[mid] < v:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            bins[j] = lo
+            bins[j] = _first_at_least(thr, blk[j])
         return
     zero, top = blk.dtype.type(0), blk.dtype.type(R + 1)
     for j in range(w):  # ceil(v / step), exact for a power-of-two step (vectorised)
@@ -184,11 +191,12 @@ def _finish_row(row, fin, isq, qsq, cols):
 
 
 @numba.njit(fastmath=_FAST, cache=True)
-def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1, fin):
-    """Rows i0:i1 of a float chunk (one thread's share, or all rows on one
+def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1, fin, pick, t):
+    """Rows i0:i1 of a float chunk (thread t's share, or all rows on one
     thread); ``hists``, ``bins``: the thread's scratch; ``fin``: (code, index
     squared norms, query squared norms, identical pairs' CSR pointer and
-    columns) of the products still to be turned into distances (code 0: none)."""
+    columns) of the products still to be turned into distances (code 0: none);
+    ``pick``: :func:`_pick_row`'s arrays (no rows: no pick)."""
     n = x.shape[1]
     scale = x.dtype.type(scale)
     low = np.iinfo(xi.dtype).max
@@ -211,22 +219,26 @@ def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i
         _cumulate(hists, upto, cum[i])
         rowsum[i] = s
         rowmax[i] = _order_key(m, low)
+        if pick[0].shape[0]:
+            _pick_row(i, row, cum[i], pick, t)
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fin):
+def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fin, pick):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1, fin)
+        h, b = hists[t], blocks[t]
+        _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, h, b, i0, i1, fin, pick, t)
 
 
 @numba.njit(cache=True)
-def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words):
-    """Rows i0:i1 of a chunk of bit counts (one thread's share, or all rows on
+def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words, pick, t):
+    """Rows i0:i1 of a chunk of bit counts (thread t's share, or all rows on
     one thread); ``hists``, ``bins``: the thread's scratch; ``words``: (query
     words of the rows, index words transposed) when the counts are still to
-    be computed, row by row (no rows: ``x`` holds them)."""
+    be computed, row by row (no rows: ``x`` holds them); ``pick``: as
+    :func:`_float_rows`'s."""
     n = x.shape[1]
     top = hists.shape[1] - 1
     qw, iw_t = words
@@ -247,17 +259,20 @@ def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words):
         _cumulate(hists, upto, cum[i])
         rowsum[i] = s
         rowmax[i] = m
+        if pick[0].shape[0]:
+            _pick_row(i, row, cum[i], pick, t)
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words):
+def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words, pick):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _count_rows(x, upto, cum, rowsum, rowmax, hists[t], blocks[t], i0, i1, words)
+        h, b = hists[t], blocks[t]
+        _count_rows(x, upto, cum, rowsum, rowmax, h, b, i0, i1, words, pick, t)
 
 
-def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
+def count_rows(binner, x, cum, rowsum, rowmax, finish=None, pick=None):
     """Per row of the distance chunk ``x`` (raw units, rows contiguous): into
     ``cum`` (rows, R+1) float64 the pairs retrieved at each radius (bin ≤ j),
     into ``rowsum`` the sum of the row's distances (float64 sums of the
@@ -269,6 +284,10 @@ def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     ``finish`` is the :class:`risbench.distance.RowFinish` that makes the
     distances, in place, row by row while each row is in cache.
 
+    ``pick``: None, or (k, table, level) to also pick each row's candidates
+    while it is in cache, as :func:`pick_candidates` does (same answer, same
+    order); returns them as (rows, cols, values).
+
     Hamming counts are not binned one by one: a histogram of the counts
     (0..bits) and, per radius, the pairs with at most its count threshold."""
     threads = min(_use_job_threads(), max(1, len(x)))
@@ -279,22 +298,77 @@ def count_rows(binner, x, cum, rowsum, rowmax, finish=None):
     # wraparound test (signed int32 bins: 0.68 ns a pair, unsigned: 0.53).
     hists = np.zeros((threads, 4, size), dtype=np.int32)
     blocks = np.empty((threads, _BLOCK), dtype=np.uint32)
+    picks = _pick_buffers(pick, x, threads, binner.limit)
     if binner.mode == "lut":
         args = (x, binner.upto, cum, rowsum, rowmax)
-        tail = (_words_args(finish, x.shape[1]),)
+        tail = (_words_args(finish, x.shape[1]), picks)
         serial, parallel = _count_rows, _count_counts
     else:
         ints = np.dtype(f"i{x.dtype.itemsize}")
         scale = float(getattr(binner, "scale", 1.0))
         args = (x, x.view(ints), MODES[binner.mode], scale, binner.thr, cum, rowsum)
         args += (rowmax.view(ints),)
-        tail = (_finish_args(finish, x.dtype),)
+        tail = (_finish_args(finish, x.dtype), picks)
         serial, parallel = _float_rows, _count_float
     if threads == 1:  # no hand-over to a worker thread
-        serial(*args, hists[0], blocks[0], 0, len(x), *tail)
+        serial(*args, hists[0], blocks[0], 0, len(x), *tail, 0)
     else:
         with _LAUNCH:
             parallel(*args, hists, blocks, *tail)
+    return None if pick is None else _picked(x, cum, pick, picks)
+
+
+# Room for each row's candidates in the counting kernel's buffers, beyond the k
+# it must reach: the pairs tied with the k-th in its bin. A row with more (many
+# identical images) is picked again on its own.
+_PICK_SLACK = 64
+
+
+def _pick_buffers(pick, x, threads: int, limit) -> tuple:
+    """The counting kernel's pick arrays: (k, table, level, found, per thread
+    columns and values, per thread positions); no rows when ``pick`` is None
+    (``limit``: the Binner's, whose type the table has either way)."""
+    if pick is None:
+        k, table, level = np.zeros(0, np.int64), limit, np.zeros(0, np.int64)
+        cap = 0
+    else:
+        k, table, level = pick
+        share = -(-len(x) // threads)  # the most rows a thread takes
+        reach = np.where(k <= x.shape[1], k, 0)  # (a k beyond the row: nothing)
+        cap = share * (int(reach.max(initial=0)) + _PICK_SLACK)
+    if table.dtype != x.dtype:  # (hamming: int64 limits, -1 for none; compared in
+        info = np.iinfo(x.dtype)  # x's type they vectorise 4 times wider)
+        table = np.clip(table, info.min, info.max).astype(x.dtype)
+    found = np.empty(len(k), dtype=np.int64)
+    cols = np.empty((threads, cap), dtype=np.int64)
+    vals = np.empty((threads, cap), dtype=x.dtype)
+    used = np.zeros(threads, dtype=np.int64)
+    return k, table, level, found, cols, vals, used
+
+
+def _picked(x, cum, pick, picks) -> tuple:
+    """The candidates the kernel picked, thread after thread (row-major), then
+    those of the rows its buffers could not hold, picked alone; a ValueError
+    when a row holds another number of them than ``cum`` says."""
+    k, _, level, found, cols, vals, used = picks
+    width = cum.shape[1]
+    kept = found >= 0
+    rows = np.arange(len(x))
+    expected = np.where(level < width, cum[rows, np.minimum(level, width - 1)], 0)
+    if not np.array_equal(found[kept], expected[kept]):
+        raise ValueError("pick_candidates: the counts do not match the distances")
+    out = [
+        np.repeat(rows[kept], found[kept]),
+        np.concatenate([cols[t, : used[t]] for t in range(len(used))]),
+        np.concatenate([vals[t, : used[t]] for t in range(len(used))]),
+    ]
+    alone = rows[~kept]
+    if alone.size:
+        scratch = np.empty(alone.size, dtype=np.int64)  # (their levels are set)
+        more = pick_candidates(x[alone], cum[alone], k[alone], pick[1], scratch)
+        more = (alone[more[0]], *more[1:])
+        out = [np.concatenate([a, b]) for a, b in zip(out, more, strict=True)]
+    return tuple(out)
 
 
 def _words_args(finish, n: int) -> tuple:
@@ -411,43 +485,56 @@ def score_rows(cum, tp, relevant, self_bins, exclude_self: bool, nr, b2: float, 
 @numba.njit(cache=True)
 def first_at_least(cum, k, out):
     """Per row, the first j with cum[i, j] ≥ k[i] (rows non-decreasing), else
-    the row length: a binary search (binning.first_at_least's answer)."""
-    width = cum.shape[1]
+    the row length (binning.first_at_least's answer)."""
     for i in range(cum.shape[0]):
-        lo, hi, row, want = 0, width, cum[i], k[i]
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if row[mid] < want:
-                lo = mid + 1
-            else:
-                hi = mid
-        out[i] = lo
+        out[i] = _first_at_least(cum[i], k[i])
 
 
 # --------------------------------------------------------------------------- candidates
 
 
-@numba.njit(cache=True)
-def _pick_rows(x, limit, start, cols, vals, found, i0, i1):
-    """Rows i0:i1 of a chunk: the pairs of each row at most its ``limit``,
-    written from ``start[i]``; ``found``: how many there were."""
-    n = x.shape[1]
-    for i in range(i0, i1):
-        row, lim, pos, end = x[i], limit[i], start[i], start[i + 1]
-        for a in range(0, n, 64):
-            blk = row[a : a + 64]
-            hits = 0
-            for j in range(blk.shape[0]):  # vectorised: most blocks hold none
-                hits += blk[j] <= lim
-            if hits == 0:
-                continue
-            for j in range(blk.shape[0]):
-                if blk[j] <= lim:
-                    if pos < end:
-                        cols[pos] = a + j
-                        vals[pos] = blk[j]
-                    pos += 1  # (counted beyond the end too: found tells)
-        found[i] = pos - start[i]
+@numba.njit
+def _scan_row(row, lim, cols, vals, pos, end):
+    """The pairs of ``row`` at most ``lim``, written from ``pos`` (never at or
+    beyond ``end``); returns the position after the last one, counting those
+    beyond ``end`` too."""
+    n = row.shape[0]
+    for a in range(0, n, 64):
+        blk = row[a : a + 64]
+        hits = 0
+        for j in range(blk.shape[0]):  # vectorised: most blocks hold none
+            hits += blk[j] <= lim
+        if hits == 0:
+            continue
+        for j in range(blk.shape[0]):
+            if blk[j] <= lim:
+                if pos < end:
+                    cols[pos] = a + j
+                    vals[pos] = blk[j]
+                pos += 1
+    return pos
+
+
+@numba.njit
+def _pick_row(i, row, cum_row, pick, t):
+    """Row i's candidates, while the row is in cache (:func:`count_rows` with a
+    pick): its level (the first radius reaching ``want[i]`` pairs) and every
+    pair up to that level's limit, appended to thread t's buffers; a row whose
+    pairs would not fit is left out (found -1: the caller picks it alone)."""
+    want, table, level, found, cols, vals, used = pick
+    lvl = _first_at_least(cum_row, want[i])
+    level[i] = lvl
+    expected = np.int64(cum_row[lvl]) if lvl < cum_row.shape[0] else 0
+    pos, cap = used[t], cols.shape[1]
+    if pos + expected > cap:
+        found[i] = -1
+        return
+    if expected == 0:  # (nothing to scan for: the limit may be a sentinel)
+        found[i] = 0
+        return
+    end = _scan_row(row, table[lvl], cols[t], vals[t], pos, cap)
+    found[i] = end - pos
+    used[t] = min(end, cap)
 
 
 @numba.njit(cache=True)
@@ -455,20 +542,17 @@ def _pick(x, cum, k, table, level):
     """:func:`pick_candidates` in one compiled call (a chunk's pick is tens of
     µs: the NumPy steps around it cost as much)."""
     rows, width = cum.shape
-    first_at_least(cum, k, level)
     start = np.zeros(rows + 1, dtype=np.int64)
-    limit = np.empty(rows, dtype=table.dtype)
     for i in range(rows):
-        limit[i] = table[level[i]]
+        level[i] = _first_at_least(cum[i], k[i])
         start[i + 1] = start[i] + (np.int64(cum[i, level[i]]) if level[i] < width else 0)
     cols = np.empty(start[rows], dtype=np.int64)
     vals = np.empty(start[rows], dtype=x.dtype)
-    found = np.empty(rows, dtype=np.int64)
-    _pick_rows(x, limit, start, cols, vals, found, 0, rows)
     owner = np.empty(start[rows], dtype=np.int64)
     ok = True
     for i in range(rows):
-        ok = ok and found[i] == start[i + 1] - start[i]
+        end = _scan_row(x[i], table[level[i]], cols, vals, start[i], start[i + 1])
+        ok = ok and end == start[i + 1]
         owner[start[i] : start[i + 1]] = i
     return owner, cols, vals, ok
 
@@ -480,9 +564,8 @@ def pick_candidates(x, cum, k, table, level):
     (``Binner.limit``: exactly those of bin ≤ level, ``cum[i, level]`` of
     them) as (rows, columns, values) in row-major order. A ValueError when a
     row holds another number of them than ``cum`` says (nothing is written out
-    of bounds). One thread: a chunk's pick takes about 50 µs, less than
-    handing it to two (n = 7,000, d = 512: 6 ms a sweep on one thread, 22 ms on
-    two)."""
+    of bounds). One thread: :func:`count_rows` picks while it counts; this
+    serves the rows its buffers could not hold."""
     rows, cols, vals, ok = _pick(x, cum, k, table, level)
     if not ok:
         raise ValueError("pick_candidates: the counts do not match the distances")

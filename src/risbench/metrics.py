@@ -14,8 +14,8 @@ How (design.md, "Computation"): the distances of a tile of queries against
 the whole index are computed once (:mod:`risbench.distance`), each distance is
 turned into the index of the first grid radius that retrieves it, exactly, and
 those bin indices are counted per query (:mod:`risbench.binning`: on the CPU
-one fused numba kernel per cache-sized chunk of rows, which also turns the
-products into distances, on the GPU a bincount; both exact). Cumulative sums over the
+one fused numba kernel per tile, each row handled while it is in cache, which
+also turns the products into distances, on the GPU a bincount; both exact). Cumulative sums over the
 bins give, for every radius at once, each query's retrieved count; the
 relevant pairs (few: the members of the query's group) give tp the same way.
 Never one pass per radius; memory is O(tile × radii) for the per-query counts.
@@ -33,7 +33,7 @@ From the same pass:
   counts, min, max and grid histograms; the similar mean and quartiles are
   exact (all similar distances are kept: few); the dissimilar mean comes from
   each query's sum of distances (CPU: summed in float64 by the counting
-  kernel; GPU: a float32 matrix-vector product per chunk, relative error
+  kernel; GPU: a float32 matrix-vector product per tile, relative error
   < 1e-6) accumulated in float64; the dissimilar quartiles come from the histogram: the
   smallest grid radius r with a fraction ≥ p of the pairs at d ≤ r (so within
   one grid step above the exact quantile), None beyond the grid;
@@ -45,8 +45,8 @@ From the same pass:
 
 Cost: one float32 matrix product per pair plus, on the CPU, about 1 ns per
 pair of finishing, binning, counting, summing, the row maximum and picking
-the top-k candidates (numba kernels over each chunk of rows while it is in
-cache, :mod:`risbench.cpukernels`) and O(radii) per query (tp and the P/F
+the top-k candidates (a numba kernel over each tile, a row at a time while it
+is in cache, :mod:`risbench.cpukernels`) and O(radii) per query (tp and the P/F
 sums in one pass, ``cpukernels.score_rows``): measured with
 ``benchmarks/bench_engine.py``. The GPU runs the same steps as array code.
 """
@@ -66,14 +66,6 @@ from risbench import distance as dist
 DEFAULT_MAX_RADIUS = {"hamming": 0.5, "rv": 1.0, "cosine": 1.0, "angular": 0.5, "euclidean": 2.0}
 DEFAULT_STEPS = 1024
 TABLE_COLUMNS = ["radius", "precision", "recall", "f1", "fbeta", "tp", "fp", "fn", "queries"]
-# Bytes of a CPU chunk (rows × index size) turned into distances, binned and
-# counted while cache-resident (2 MiB: 2^19 float32 distances or 2^20 uint16
-# bit counts; the L2 caches of the threads that share it, or L3). Each chunk is
-# one parallel kernel launch, with a fixed cost (waking the threads) that
-# chunks of 2^17 float32 paid four times as often.
-CHUNK_BYTES = 2**21
-
-
 # --------------------------------------------------------------------------- radius grid
 
 
@@ -517,7 +509,7 @@ class _Tile:
     sb: np.ndarray | None = None
     self_rows: np.ndarray | None = None
     first: np.ndarray | None = None  # CPU: per row, the first radius retrieving anything
-    picked: list | None = None  # CPU: (rows, cols, values) picked chunk by chunk in step 1
+    picked: tuple | None = None  # CPU: (rows, cols, values) picked in step 1
     pick_level: np.ndarray | None = None  # CPU: per row, the bin up to which they were
     kth: np.ndarray | None = None  # CPU: per row, the first radius reaching k others
 
@@ -539,8 +531,6 @@ class _Part:
     sel: object  # the same as a slice when contiguous
     pairs: object = None  # the set's entries among the tile's relevant pairs
     selfs: object = None  # the set's entries among the tile's self pairs
-    pieces: list = field(default_factory=list)  # row sums, chunk by chunk
-    whole: bool = True  # every chunk lay wholly inside or outside the set
     rowsum: object = None  # per row of the set, the sum of its distances
     max: float = -math.inf  # the largest distance of the set's rows
     near_max: float = -math.inf  # the largest similar or self distance
@@ -567,29 +557,14 @@ class _Part:
             return slice(int(lo), int(hi))
         return np.flatnonzero(np.isin(entry_rows, self.rows))
 
-    def add_chunk(self, c0: int, c1: int, rowsum, chunk_max: float, sums_of) -> None:
-        """Step 1 for this set: the row sums and maximum of its rows of chunk
-        c0:c1; ``sums_of(local)``: the sums and maximum of the chunk's rows
-        ``local`` (positions in the chunk), for a set with part of the chunk."""
-        if isinstance(self.sel, slice):  # (no search: this runs for every chunk)
-            a, b = self.sel.start, self.sel.stop
-            lo, hi = min(max(c0, a), b) - a, min(max(c1, a), b) - a
+    def add_rows(self, tile_rows: int, rowsum, tile_max: float, sums_of) -> None:
+        """Step 1 for this set: its rows' distance sums and maximum (``rowsum``,
+        ``tile_max``: the whole tile's; ``sums_of(rows)``: those of some rows)."""
+        if len(self.rows) == tile_rows:
+            self.rowsum, top = rowsum, tile_max
         else:
-            lo, hi = np.searchsorted(self.rows, [c0, c1])
-        if lo == hi:
-            return
-        if hi - lo == c1 - c0:
-            self.max = max(self.max, chunk_max)
-            self.pieces.append(rowsum[c0:c1])
-            return
-        self.whole = False
-        sums, top = sums_of(self.rows[lo:hi] - c0)
+            self.rowsum, top = sums_of(self.rows)
         self.max = max(self.max, top)
-        self.pieces.append(sums)
-
-    def end_chunks(self, rowsum, xp) -> None:
-        self.rowsum = _pick(rowsum, self.sel, xp) if self.whole else xp.concatenate(self.pieces)
-        self.pieces = []
 
 
 class _SetTotals:
@@ -753,8 +728,6 @@ class _TileAccumulator:
         self.numpy = dist.is_numpy(xp)
         self.binner = binning.Binner(p.radii, p.distance, p.bits, xp)
         self.tile_rows = tile_rows
-        row_bytes = max(1, p.n) * self.binner.raw.itemsize
-        self.chunk = max(1, CHUNK_BYTES // row_bytes) if self.numpy else tile_rows
         self.integer = p.distance == "hamming"
         # Ranked lists leave the query itself out, always: relevant = the others
         # of its group; k = max(top_k, most relevant of any query).
@@ -782,12 +755,12 @@ class _TileAccumulator:
         self.k_reach_x = xp.asarray(self.k_reach)
         self.grid = xp.arange(p.R + 1)
         if self.numpy:  # the fused kernel's row maxima
-            self.rowmax_buf = np.empty(self.chunk, dtype=raw)
-        else:  # the bins of a chunk (and the Binner's scratch), then a bincount
+            self.rowmax_buf = np.empty(rows, dtype=raw)
+        else:  # the bins of a tile (and the Binner's scratch), then a bincount
             self.ones = None if self.integer else xp.ones(p.n, dtype=raw)
-            self.bins_buf = xp.empty((self.chunk, p.n), self.binner.dtype)
+            self.bins_buf = xp.empty((rows, p.n), self.binner.dtype)
             float_bins = self.binner.mode != "lut"
-            self.u_buf = xp.empty((self.chunk, p.n), dtype=raw) if float_bins else None
+            self.u_buf = xp.empty((rows, p.n), dtype=raw) if float_bins else None
         self.cum_buf = xp.empty((rows, p.R + 1), dtype=np.float64)  # counts, exact in float64
         self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
         self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
@@ -795,8 +768,8 @@ class _TileAccumulator:
         self.rowsum_buf = xp.empty(rows, dtype=np.int64 if self.integer else np.float64)
 
     def add(self, start: int, stop: int, raw, finish) -> None:
-        """Every step on the tile of queries start:stop (``raw``: their distances,
-        turned from matrix products into distances chunk by chunk by ``finish``)."""
+        """Every step on the tile of queries start:stop (``raw``: their matrix
+        products, turned into distances by ``finish``)."""
         t = _Tile(start, stop, raw)
         parts = {name: _Part.of(s.mask, start, stop) for name, s in self.sets.items()}
         parts = {name: part for name, part in parts.items() if part is not None}
@@ -816,49 +789,34 @@ class _TileAccumulator:
         return x.sum(axis=1, dtype=np.int64) if self.integer else x @ self.ones
 
     def count(self, t: _Tile, finish, parts: dict) -> None:
-        """Step 1, on cache-sized chunks of rows: bin every pair and count, per
-        query and radius, the pairs retrieved (``t.cum``); sum each query's
-        distances (``t.rowsum``); per set, its rows' sums and maximum and the
-        histogram of all its pairs. On the CPU one fused kernel per chunk
-        (:func:`risbench.binning.count_rows`) bins, counts, sums and finds
-        each row's maximum while the chunk is in cache."""
-        p, xp = self.p, self.xp
+        """Step 1: bin every pair and count, per query and radius, the pairs
+        retrieved (``t.cum``); sum each query's distances (``t.rowsum``); per
+        set, its rows' sums and maximum. On the CPU one fused kernel
+        (:func:`risbench.binning.count_rows`) does it a row at a time while the
+        row is in cache, and picks the row's candidates for step 4 (every pair
+        up to the bin of its k-th nearest other, as counted so far: cum still
+        holds the query itself, so one more is reached under exclude_self)."""
+        p, xp, x = self.p, self.xp, t.raw
         t.cum, t.rowsum = self.cum_buf[: t.rows], self.rowsum_buf[: t.rows]
-        for c0 in range(0, t.rows, self.chunk):
-            c1 = min(t.rows, c0 + self.chunk)
-            x = t.raw[c0:c1]
-            if self.numpy:  # products to distances in the kernel, where it can
-                rowmax, spec = self.rowmax_buf[: c1 - c0], finish(c0, c1, in_kernel=True)
-                binning.count_rows(self.binner, x, t.cum[c0:c1], t.rowsum[c0:c1], rowmax, spec)
-                chunk_max = float(rowmax.max())
-                self._pick(t, c0, c1)
-            else:
-                finish(c0, c1)
-                b = self.bins_buf[: c1 - c0]
-                self.binner(x, b, None if self.u_buf is None else self.u_buf[: c1 - c0])
-                t.cum[c0:c1] = binning.cum_bincount(b, p.R, xp)
-                t.rowsum[c0:c1] = self._row_sums(x)
-                chunk_max, rowmax = float(x.max()), None
-            sums_of = self._sums_of(t, x, c0, rowmax)
-            for part in parts.values():
-                part.add_chunk(c0, c1, t.rowsum, chunk_max, sums_of)
+        if self.numpy:  # products to distances in the kernel, where it can
+            rowmax, spec = self.rowmax_buf[: t.rows], finish(0, t.rows, in_kernel=True)
+            t.pick_level = np.empty(t.rows, dtype=np.int64)
+            pick = (self.k_pick[t.start : t.stop], self.binner.limit, t.pick_level)
+            t.picked = binning.count_rows(self.binner, x, t.cum, t.rowsum, rowmax, spec, pick)
+            tile_max = float(rowmax.max())
+        else:
+            finish(0, t.rows)
+            b = self.bins_buf[: t.rows]
+            self.binner(x, b, None if self.u_buf is None else self.u_buf[: t.rows])
+            t.cum[...] = binning.cum_bincount(b, p.R, xp)
+            t.rowsum[...] = self._row_sums(x)
+            tile_max, rowmax = float(x.max()), None
+        sums_of = self._sums_of(t, x, rowmax)
         for part in parts.values():
-            part.end_chunks(t.rowsum, xp)
+            part.add_rows(t.rows, t.rowsum, tile_max, sums_of)
             if not self.numpy:  # (CPU: from the score kernel's counts, step 2)
                 h = dist.to_numpy(_pick(t.cum, part.sel, xp).sum(axis=0)).astype(np.int64)
                 part.all_hist = _all_hist(h, len(part.rows) * p.n)
-
-    def _pick(self, t: _Tile, c0: int, c1: int) -> None:
-        """CPU, for step 4 while the chunk is in cache: per row every pair up to
-        the bin of its k-th nearest other (as counted so far: cum still holds
-        the query itself, so one more is reached under exclude_self)."""
-        if c0 == 0:
-            t.picked, t.pick_level = [], np.empty(t.rows, dtype=np.int64)
-        k = self.k_pick[t.start + c0 : t.start + c1]
-        rows, cols, vals = cpukernels.pick_candidates(
-            t.raw[c0:c1], t.cum[c0:c1], k, self.binner.limit, t.pick_level[c0:c1]
-        )
-        t.picked.append((rows + c0, cols, vals))
 
     def _picked(self, t: _Tile, level):
         """CPU: the pairs at bin ≤ ``level`` (per row) from those picked in step 1,
@@ -866,7 +824,7 @@ class _TileAccumulator:
         nearest dissimilar pair farther than the row's k-th nearest), the pairs
         between the two, from the tile: (rows, cols, values), a superset."""
         limit = self.binner.limit
-        parts = [np.concatenate(k) for k in zip(*t.picked, strict=True)]
+        parts = list(t.picked)
         more = np.flatnonzero((level <= self.p.R) & (level > t.pick_level))
         if more.size:
             sub = t.raw[more]
@@ -877,20 +835,20 @@ class _TileAccumulator:
             ]
         return parts
 
-    def _sums_of(self, t: _Tile, x, c0: int, rowmax):
-        """For :meth:`_Part.add_chunk`: the sums and maximum of some rows of the
-        chunk ``x`` (from row c0 of the tile). On the CPU the kernel's own: it
-        sums each row alone, so a row's sum does not depend on the rows beside
-        it. On the GPU the rows summed on their own, as a separate sweep of the
-        set sums them (a matrix-vector product's rows depend on its shape)."""
+    def _sums_of(self, t: _Tile, x, rowmax):
+        """For :meth:`_Part.add_rows`: the sums and maximum of some rows of the
+        tile ``x``. On the CPU the kernel's own: it sums each row alone, so a
+        row's sum does not depend on the rows beside it. On the GPU the rows
+        summed on their own, as a separate sweep of the set sums them (a
+        matrix-vector product's rows depend on its shape)."""
         if self.numpy:
-            return lambda local: (t.rowsum[c0 + local], float(rowmax[local].max()))
+            return lambda rows: (t.rowsum[rows], float(rowmax[rows].max()))
 
-        def sums_of(local):
-            if local[-1] - local[0] + 1 == local.size:
-                sub = x[int(local[0]) : int(local[-1]) + 1]
+        def sums_of(rows):
+            if rows[-1] - rows[0] + 1 == rows.size:
+                sub = x[int(rows[0]) : int(rows[-1]) + 1]
             else:
-                sub = _pick(x, local, self.xp)
+                sub = _pick(x, rows, self.xp)
             return self._row_sums(sub).astype(t.rowsum.dtype), float(sub.max())
 
         return sums_of
@@ -1079,8 +1037,9 @@ class _TileAccumulator:
         p = self.p
         keep = ~cand.is_self
         q, c, v, rel = cand.q[keep], cand.c[keep], cand.v[keep], cand.rel[keep]
-        order = np.argsort(q, kind="stable")  # (the CPU's candidates are nearly sorted)
-        q, c, v, rel = q[order], c[order], v[order], rel[order]
+        if q.size and (q[1:] < q[:-1]).any():  # (the CPU's are in query order, mostly)
+            order = np.argsort(q, kind="stable")
+            q, c, v, rel = q[order], c[order], v[order], rel[order]
         rank = np.empty(q.size, dtype=np.int64)
         cpukernels.top_ranks(q, c, v, rel, self.k, rank)
         keep = rank >= 0
@@ -1242,15 +1201,22 @@ def ranked_metrics(topk_d: np.ndarray, topk_rel: np.ndarray, nrel: np.ndarray) -
     prec = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
     ap = (prec * rel).sum(axis=1) / np.maximum(np.minimum(nrel, k), 1)
     out["map_at_k"] = float(ap[has].mean()) if has.any() else None
-    d = topk_d[found]
-    r = rel[found]
-    order = np.lexsort((r, d))  # distance ascending; at a tie irrelevant first
-    r = r[order]
     total = int(nrel.sum())
-    if total:
-        hits = np.cumsum(r)
-        precision = hits / np.arange(1, r.size + 1)
-        out["micro_ap"] = float(precision[r].sum() / total)
-    else:
-        out["micro_ap"] = None
+    out["micro_ap"] = _micro_ap(topk_d[found], rel[found], total) if total else None
     return out
+
+
+def _micro_ap(d: np.ndarray, rel: np.ndarray, total: int) -> float:
+    """ISC2021's μAP of predictions at distances ``d`` (relevant: ``rel``),
+    ranked by distance, at a tie irrelevant first: Σ over the relevant ones of
+    precision at their rank, / ``total``. Without sorting them all together:
+    the j-th relevant (0-based, by distance) ranks after every irrelevant one
+    at most as far and the j relevant before it, so its precision is
+    (j + 1) / (irrelevant at ≤ its distance + j + 1), summed in that order
+    (as a sort by (distance, relevant) would give them)."""
+    all_d, rel_d = np.sort(d), np.sort(d[rel])
+    hits = np.arange(1, rel_d.size + 1)
+    at_most = np.searchsorted(all_d, rel_d, side="right")
+    rel_at_most = np.searchsorted(rel_d, rel_d, side="right")
+    precision = hits / (at_most - rel_at_most + hits)
+    return float(precision.sum() / total)

@@ -28,6 +28,8 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
+from risbench import distance as dist
+
 # Numba's OpenMP layer (its default here) keeps its workers spinning after each
 # kernel, taking cores from the BLAS threads of the next matrix product; the
 # workqueue layer's workers sleep. Sweeps of n = 7,000 at d = 512 on 2 cores:
@@ -62,13 +64,7 @@ def job_threads() -> int:
     it to a job's threads, and as BLAS reads it), else every CPU numba sees;
     never more than numba's pool."""
     pool = numba.config.NUMBA_NUM_THREADS
-    # (OpenMP allows a list, one count per nesting level: the first is ours)
-    wanted = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    try:
-        threads = int(wanted) if wanted else pool
-    except ValueError:
-        raise ValueError(f"OMP_NUM_THREADS must be a whole number, not {wanted!r}") from None
-    return max(1, min(threads, pool))
+    return max(1, min(dist.omp_threads() or pool, pool))
 
 
 def _use_job_threads() -> int:

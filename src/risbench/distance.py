@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -178,6 +180,34 @@ def hamming_bits(width: int, bits: int | None) -> int:
     return bits
 
 
+def omp_threads() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` asks for (as Snakemake sets it to a
+    job's threads, and as BLAS reads it), None when unset."""
+    # (OpenMP allows a list, one count per nesting level: the first is ours)
+    wanted = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if not wanted:
+        return None
+    try:
+        return max(1, int(wanted))
+    except ValueError:
+        raise ValueError(f"OMP_NUM_THREADS must be a whole number, not {wanted!r}") from None
+
+
+def in_chunks(work, n: int, step: int) -> None:
+    """``work(a, b)`` on the rows a:b of ``n`` in chunks of ``step``, on the
+    job's threads (NumPy releases the GIL in its loops; each chunk's result is
+    the same whichever thread computes it)."""
+    starts = range(0, n, step)
+    threads = min(len(starts), omp_threads() or os.cpu_count() or 1)
+    if threads <= 1:
+        for a in starts:
+            work(a, min(n, a + step))
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in [pool.submit(work, a, min(n, a + step)) for a in starts]:
+            done.result()
+
+
 def _prepare(x, distance: str, xp, *, bits=None, center=None) -> Prepared:
     _check_distance(distance)
     x = _as_2d(x, distance)
@@ -205,26 +235,28 @@ def _prepare(x, distance: str, xp, *, bits=None, center=None) -> Prepared:
         return Prepared(distance, xp, n, x, x)
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"{distance} needs numeric vectors, got {x.dtype}")
-    # row chunks in float64 (cache-sized): norms, normalised or centred rows in float32
     d = x.shape[1]
     if distance == "euclidean" and center is None:
         center = x.mean(axis=0, dtype=np.float64) if n else np.zeros(d)
     data = np.empty((n, d), dtype=np.float32)
     sq = np.empty(n, dtype=np.float32)
-    step = max(1, 2**19 // max(1, d))
-    for a in range(0, n, step):
-        c = x[a : a + step].astype(np.float64)
+
+    def prepare_rows(a: int, b: int) -> None:
+        """Rows a:b in float64: norms, normalised or centred rows in float32."""
+        c = x[a:b].astype(np.float64)
         if not np.isfinite(c).all():
             raise ValueError(f"{distance}: descriptors contain NaN or infinity")
         if distance == "euclidean":
             c -= center
             c32 = c.astype(np.float32)
-            data[a : a + step] = c32
+            data[a:b] = c32
             c = c32.astype(np.float64)
-            sq[a : a + step] = np.einsum("ij,ij->i", c, c)
+            sq[a:b] = np.einsum("ij,ij->i", c, c)
         else:
             norm = np.sqrt(np.einsum("ij,ij->i", c, c))
-            data[a : a + step] = c / np.where(norm > 0, norm, 1.0)[:, None]
+            data[a:b] = c / np.where(norm > 0, norm, 1.0)[:, None]
+
+    in_chunks(prepare_rows, n, max(1, 2**19 // max(1, d)))  # (cache-sized)
     if distance == "euclidean":
         return Prepared(distance, xp, n, xp.asarray(data), x, sqnorm=xp.asarray(sq), center=center)
     return Prepared(distance, xp, n, xp.asarray(data), x)
@@ -267,7 +299,7 @@ def _row_hashes(x: np.ndarray) -> np.ndarray:
                 pad[:, :width] = block
                 block = pad
             w = np.ascontiguousarray(block).view(np.uint64)
-            h = (w * mult).sum(axis=1, dtype=np.uint64)
+            h = np.einsum("ij,j->i", w, mult)  # (wrapping: the same in any order)
             h ^= h >> np.uint64(31)
             h *= np.uint64(0x9E3779B97F4A7C15)
             h ^= h >> np.uint64(29)

@@ -1056,12 +1056,12 @@ class _TileAccumulator:
 
 def _tile_rows(p: _Problem, tile_mb: float, tile_rows: int | None, xp) -> int:
     """Query rows per tile: ``tile_rows``, or what fits ``tile_mb`` (at most one
-    matrix-product block), never more than the queries."""
+    block, ``distance.block_rows``), never more than the queries."""
     if tile_rows is None:
         raw_size = np.dtype(dist.raw_dtype(p.distance, p.bits)).itemsize
         per_row = p.n * (raw_size + 2) + 64 * (p.R + 2)
         tile_rows = max(1, int(tile_mb * 2**20 // per_row))
-        tile_rows = min(tile_rows, dist.kernel_rows(p.n, xp))
+        tile_rows = min(tile_rows, dist.block_rows(p.distance, p.n, xp, p.bits))
     return int(max(1, min(tile_rows, p.nq)))
 
 

@@ -71,7 +71,9 @@ def query_outcomes(
     limits = [_limit(r, distance, ip.bits) for r in np.atleast_1d(np.asarray(at, np.float64))]
     out = _empty(nq, len(limits))
     raw = np.dtype(dist.raw_dtype(distance, ip.bits))
-    tile_rows = min(dist.tile_rows_for(n, tile_mb, raw.itemsize), dist.kernel_rows(n, xp))
+    tile_rows = min(
+        dist.tile_rows_for(n, tile_mb, raw.itemsize), dist.block_rows(distance, n, xp, ip.bits)
+    )
     ident = dist.identical_pairs(qp.host, ip.host)
     step = max(1, CHUNK_ELEMENTS // max(n, 1)) if dist.is_numpy(xp) else tile_rows
     for start, stop, tile in dist.iter_raw_tiles(qp, ip, tile_rows, ident):

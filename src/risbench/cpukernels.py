@@ -243,15 +243,17 @@ def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words, pick, 
         if qw.shape[0]:
             _popcount_row(qw[i], iw_t, row)
         s, m = 0, 0
-        for a in range(0, n, bins.shape[0]):
-            blk = row[a : a + bins.shape[0]]
-            w = blk.shape[0]
-            for j in range(w):  # vectorised
-                c = blk[j]
-                s += c
-                m = max(m, c)
-                bins[j] = min(c, top)  # as Binner's lookup clips
-            _histogram(bins, w, hists)
+        for j in range(n):  # vectorised
+            s += row[j]
+            m = max(m, row[j])
+        if m <= top:  # (always, for counts made here: the row is its own bins)
+            _histogram(row, n, hists)
+        else:
+            for a in range(0, n, bins.shape[0]):
+                blk = row[a : a + bins.shape[0]]
+                for j in range(blk.shape[0]):  # vectorised
+                    bins[j] = min(blk[j], top)  # as Binner's lookup clips
+                _histogram(bins, blk.shape[0], hists)
         _cumulate(hists, upto, cum[i])
         rowsum[i] = s
         rowmax[i] = m

@@ -151,16 +151,22 @@ def _histogram(bins, w, hists):
 @numba.njit
 def _cumulate(hists, upto, cum_row):
     """cum_row[k] = the entries of the sub-histograms at positions ≤ upto[k]
-    (none when upto[k] < 0), as float64 (exact); the sub-histograms are zeroed."""
+    (none when upto[k] < 0; no ``upto``: ≤ k), as float64 (exact); the
+    sub-histograms are zeroed."""
     total = hists[0]
     for k in range(total.shape[0]):  # vectorised
         total[k] += hists[1, k] + hists[2, k] + hists[3, k]
     running = 0
-    for k in range(total.shape[0]):
-        running += total[k]
-        total[k] = running
-    for k in range(cum_row.shape[0]):
-        cum_row[k] = total[upto[k]] if upto[k] >= 0 else 0
+    if upto.shape[0] == 0:  # (every bin its own radius: no lookup)
+        for k in range(cum_row.shape[0]):
+            running += total[k]
+            cum_row[k] = running
+    else:
+        for k in range(total.shape[0]):
+            running += total[k]
+            total[k] = running
+        for k in range(cum_row.shape[0]):
+            cum_row[k] = total[upto[k]] if upto[k] >= 0 else 0
     hists[:] = 0
 
 
@@ -196,7 +202,7 @@ def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i
     n = x.shape[1]
     scale = x.dtype.type(scale)
     low = np.iinfo(xi.dtype).max
-    upto = np.arange(cum.shape[1])
+    upto = np.zeros(0, dtype=np.int64)  # (bin k: radius k)
     code, isq, qsq, id_ptr, id_cols = fin
     for i in range(i0, i1):
         row, bits = x[i], xi[i]

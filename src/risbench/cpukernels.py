@@ -411,24 +411,33 @@ def _finish_args(finish, dtype) -> tuple:
 
 
 @numba.njit(cache=True)
-def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, h):
-    """:func:`score_rows`'s loop; ``h``: scratch of one row's length."""
+def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, steps):
+    """:func:`score_rows`'s loop; ``steps``: scratch for one row's relevant bins."""
     rows, parts, w = cum.shape[0], member.shape[0], cum.shape[1]
+    tp_steps = np.zeros((parts, w), dtype=np.int64)  # per set, the tp steps at each bin
+    self_steps = np.zeros((parts, w), dtype=np.int64)  # and the queries taken out of ret
     for i in range(rows):
-        h[:] = 0
-        for p in range(rel_ptr[i], rel_ptr[i + 1]):  # this row's relevant pairs
+        # tp: a step up at each relevant pair's bin (and the query's own, counted
+        # unless exclude_self, which takes it out of ret instead)
+        m, sb = 0, self_bins[i]
+        for p in range(rel_ptr[i], rel_ptr[i + 1]):
             if rel_bins[p] < w:
-                h[rel_bins[p]] += 1
-        crow, trow, sb = cum[i], tp[i], self_bins[i]
-        run = 0
-        for j in range(w):  # tp: the relevant pairs at bin ≤ j, the query itself
-            run += h[j]  # counted (or taken out of ret under exclude_self)
-            trow[j] = run
-        for j in range(sb, w):
-            if excl:
+                steps[m] = rel_bins[p]
+                m += 1
+        if sb < w and not excl:
+            steps[m] = sb
+            m += 1
+        row_steps = steps[:m]
+        row_steps.sort()
+        crow, trow = cum[i], tp[i]
+        lo = 0
+        for k in range(m):  # (fills of constant runs, where a running sum took a
+            trow[lo : row_steps[k]] = k  # dependent add per radius)
+            lo = row_steps[k]
+        trow[lo:] = m
+        if excl:
+            for j in range(sb, w):
                 crow[j] -= 1.0
-            else:
-                trow[j] += 1.0
         nri, b2nr = nr[i], b2 * nr[i]
         for p in range(parts):
             if not member[p, i]:
@@ -437,12 +446,18 @@ def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sum
             _add_ratio(sums[p, 1], trow, crow, nri)
             if b2 != 1.0:
                 _add_ratio(sums[p, 2], trow, crow, b2nr)
-            _add_counts(counts[p, 0], trow)
             _add_counts(counts[p, 1], crow)
-            _add_counts(counts[p, 2], crow)
-            if excl:  # ret before the query itself was taken out
-                for j in range(sb, w):
-                    counts[p, 2, j] += 1
+            for k in range(m):
+                tp_steps[p, row_steps[k]] += 1
+            if excl and sb < w:
+                self_steps[p, sb] += 1
+    for p in range(parts):  # Σ tp, and ret before exclude_self took the queries out
+        tp_sum, taken = 0, 0
+        for j in range(w):
+            tp_sum += tp_steps[p, j]
+            taken += self_steps[p, j]
+            counts[p, 0, j] = tp_sum
+            counts[p, 2, j] = counts[p, 1, j] + taken
 
 
 @numba.njit(cache=True)
@@ -480,9 +495,10 @@ def score_rows(cum, tp, relevant, self_bins, exclude_self: bool, nr, b2: float, 
     width = cum.shape[1]
     sums = np.zeros((len(member), 3, width))
     counts = np.zeros((len(member), 3, width), dtype=np.int64)
-    h = np.empty(width, dtype=np.int64)
+    most = int(np.diff(rel_ptr).max(initial=0)) + 1  # (relevant pairs of a row, itself)
+    steps = np.empty(most, dtype=np.int64)
     args = (cum, tp, rel_ptr, rel_bins, self_bins, bool(exclude_self), nr, float(b2), member)
-    _score_cols(*args, sums, counts, h)
+    _score_cols(*args, sums, counts, steps)
     return sums, counts
 
 

@@ -437,7 +437,7 @@ def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sum
         trow[lo:] = m
         if excl:
             for j in range(sb, w):
-                crow[j] -= 1.0
+                crow[j] -= 1
         nri, b2nr = nr[i], b2 * nr[i]
         for p in range(parts):
             if not member[p, i]:

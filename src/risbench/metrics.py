@@ -761,10 +761,15 @@ class _TileAccumulator:
             self.bins_buf = xp.empty((rows, p.n), self.binner.dtype)
             float_bins = self.binner.mode != "lut"
             self.u_buf = xp.empty((rows, p.n), dtype=raw) if float_bins else None
-        self.cum_buf = xp.empty((rows, p.R + 1), dtype=np.float64)  # counts, exact in float64
+        # counts: int32 for the CPU kernels (half the bytes to move), float64 for the
+        # array code (exact either way)
+        counts = np.int32 if self.numpy else np.float64
+        self.cum_buf = xp.empty((rows, p.R + 1), dtype=counts)
         self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
-        self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
-        self.work_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
+        self.tpi_buf = self.work_buf = None  # (the CPU's score kernel needs neither)
+        if not self.numpy:
+            self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
+            self.work_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
         self.rowsum_buf = xp.empty(rows, dtype=np.int64 if self.integer else np.float64)
 
     def add(self, start: int, stop: int, raw, finish) -> None:

@@ -841,8 +841,10 @@ def test_count_step_counts_retrieved_pairs_per_query():
 
 @pytest.mark.parametrize("excl", [False, True])
 def test_relevant_step_counts_true_positives_and_the_query_itself(excl):
-    """Step 2 alone: tp per query and radius; the query's own pair is relevant,
-    or under exclude_self neither retrieved nor relevant."""
+    """Step 2 alone: tp per query and radius (summed over the queries, and
+    divided by each query's relevant count: the CPU's score kernel makes tp a
+    row at a time); the query's own pair is relevant, or under exclude_self
+    neither retrieved nor relevant."""
     x, g = clustered(12, 6, 16, 2.5, seed=6)
     n = len(x)
     radii = metrics.radius_grid("cosine", step=0.01)
@@ -858,7 +860,11 @@ def test_relevant_step_counts_true_positives_and_the_query_itself(excl):
     rel = g[:, None] == g[None, :]
     tp = np.stack([((d <= r) & rel).sum(axis=1) for r in radii], axis=1)
     ret = np.stack([(d <= r).sum(axis=1) for r in radii], axis=1)
-    assert np.array_equal(t.tp, tp) and np.array_equal(t.cum, ret)
+    assert np.array_equal(t.cum, ret)
+    sums, counts = parts[None].scores
+    assert np.array_equal(counts[0], tp.sum(axis=0))
+    nr = rel.sum(axis=1) - excl
+    np.testing.assert_allclose(sums[3], (tp / nr[:, None]).sum(axis=0), rtol=1e-14)
     off_diagonal = rel.sum() - n  # similar pairs: same group, not the query itself
     assert parts[None].sim_hist.sum() == off_diagonal and parts[None].self_hist.sum() == n
 
@@ -869,11 +875,11 @@ def test_score_kernel_by_hand(exclude_self, threads, monkeypatch):
     """cpukernels.score_rows on hand-made counts, radii 0, 1, 2, β² = 4. Query A
     (relevant others at bins 1 and 2, itself at bin 0) retrieves 0, 1, 3 pairs
     besides itself; query B (nothing relevant, not in the index) 0, 0, 2.
-    Sums over both: tp/max(ret, 1), tp/max(ret + rel, 1), tp/max(ret + 4 rel, 1)."""
+    Sums over both: tp/max(ret, 1), tp/max(ret + rel, 1), tp/max(ret + 4 rel, 1),
+    tp/max(rel, 1)."""
 
     monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
     cum = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 2.0]])  # A's own pair included
-    tp = np.full((2, 3), -1.0)
     relevant = np.array([0, 2, 2]), np.array([1, 2])
     self_bins = np.array([0, 4])  # B: not in the index (any bin > R)
     member = np.array([[True, True], [False, True]])  # sets: both, B alone
@@ -881,18 +887,17 @@ def test_score_kernel_by_hand(exclude_self, threads, monkeypatch):
         nr, ret_a, tp_a = np.array([2.0, 0.0]), [0, 1, 3], [0, 1, 2]
     else:  # A: rel 3, itself retrieved and relevant
         nr, ret_a, tp_a = np.array([3.0, 0.0]), [1, 2, 4], [1, 2, 3]
-    sums, counts = cpukernels.score_rows(
-        cum, tp, relevant, self_bins, exclude_self, nr, 4.0, member
-    )
+    sums, counts = cpukernels.score_rows(cum, relevant, self_bins, exclude_self, nr, 4.0, member)
     ret_b, r = [0, 0, 2], nr[0]
-    assert np.array_equal(tp, [tp_a, [0, 0, 0]]) and np.array_equal(cum, [ret_a, ret_b])
+    assert np.array_equal(cum, [ret_a, ret_b])
     expected = [
         [t / max(c, 1) for t, c in zip(tp_a, ret_a, strict=True)],
         [t / max(c + r, 1) for t, c in zip(tp_a, ret_a, strict=True)],
         [t / max(c + 4 * r, 1) for t, c in zip(tp_a, ret_a, strict=True)],
+        [t * (1 / r) for t in tp_a],
     ]
     np.testing.assert_array_equal(sums[0], expected)  # B adds 0 everywhere
-    np.testing.assert_array_equal(sums[1], np.zeros((3, 3)))
+    np.testing.assert_array_equal(sums[1], np.zeros((4, 3)))
     pre = np.add(ret_a, ret_b) + ([1, 1, 1] if exclude_self else 0)
     np.testing.assert_array_equal(counts[0], [tp_a, np.add(ret_a, ret_b), pre])
     np.testing.assert_array_equal(counts[1], [[0, 0, 0], ret_b, ret_b])

@@ -411,9 +411,10 @@ def _finish_args(finish, dtype) -> tuple:
 
 
 @numba.njit(cache=True)
-def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, steps):
+def _score_cols(cum, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sums, counts, steps):
     """:func:`score_rows`'s loop; ``steps``: scratch for one row's relevant bins."""
     rows, parts, w = cum.shape[0], member.shape[0], cum.shape[1]
+    trow = np.empty(w)  # a row's tp (in cache: it is used at once)
     tp_steps = np.zeros((parts, w), dtype=np.int64)  # per set, the tp steps at each bin
     self_steps = np.zeros((parts, w), dtype=np.int64)  # and the queries taken out of ret
     for i in range(rows):
@@ -429,7 +430,7 @@ def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sum
             m += 1
         row_steps = steps[:m]
         row_steps.sort()
-        crow, trow = cum[i], tp[i]
+        crow = cum[i]
         lo = 0
         for k in range(m):  # (fills of constant runs, where a running sum took a
             trow[lo : row_steps[k]] = k  # dependent add per radius)
@@ -439,6 +440,7 @@ def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sum
             for j in range(sb, w):
                 crow[j] -= 1
         nri, b2nr = nr[i], b2 * nr[i]
+        inv_nr = 1.0 / (nri if nri >= 1.0 else 1.0)
         for p in range(parts):
             if not member[p, i]:
                 continue
@@ -446,6 +448,8 @@ def _score_cols(cum, tp, rel_ptr, rel_bins, self_bins, excl, nr, b2, member, sum
             _add_ratio(sums[p, 1], trow, crow, nri)
             if b2 != 1.0:
                 _add_ratio(sums[p, 2], trow, crow, b2nr)
+            for j in range(w):  # vectorised
+                sums[p, 3, j] += trow[j] * inv_nr
             _add_counts(counts[p, 1], crow)
             for k in range(m):
                 tp_steps[p, row_steps[k]] += 1
@@ -475,29 +479,29 @@ def _add_counts(cnt, x):
         cnt[j] += np.int64(x[j])
 
 
-def score_rows(cum, tp, relevant, self_bins, exclude_self: bool, nr, b2: float, member):
-    """The tp counts and score sums of a tile: ``cum`` (rows, R+1) float64, the
-    pairs each query retrieves at each radius (the query itself taken out here
-    under ``exclude_self``); into ``tp`` (same shape) the relevant pairs
-    retrieved (the query itself counted unless ``exclude_self``).
+def score_rows(cum, relevant, self_bins, exclude_self: bool, nr, b2: float, member):
+    """The score sums of a tile: ``cum`` (rows, R+1), the pairs each query
+    retrieves at each radius (the query itself taken out here under
+    ``exclude_self``); tp, the relevant pairs retrieved (the query itself
+    counted unless ``exclude_self``), made and used a row at a time.
     ``relevant``: (CSR pointer local to the rows, bins) of each row's
     relevant pairs other than itself; ``self_bins``: per row the bin of the
     query itself (R + 1 or more: not in the index); ``nr``: relevant images per
     row (float64); ``member`` (sets, rows) bool: the rows of each query set.
 
-    Returns per set ``sums`` (sets, 3, R+1) float64, the sums over its rows of
-    tp/max(ret, 1), tp/max(ret + rel, 1) and tp/max(ret + β²·rel, 1) (the
-    maximum only matters where the sum is 0, and then tp = 0; the last only
-    when β² ≠ 1, else zeros), and ``counts``
+    Returns per set ``sums`` (sets, 4, R+1) float64, the sums over its rows of
+    tp/max(ret, 1), tp/max(ret + rel, 1), tp/max(ret + β²·rel, 1) (the
+    maximum only matters where the sum is 0, and then tp = 0; the third only
+    when β² ≠ 1, else zeros) and tp × (1 / max(rel, 1)), and ``counts``
     (sets, 3, R+1) int64: the sums of tp, of ret and of ret before
     ``exclude_self`` took the query out (every pair's cumulative histogram)."""
     rel_ptr, rel_bins = relevant
     width = cum.shape[1]
-    sums = np.zeros((len(member), 3, width))
+    sums = np.zeros((len(member), 4, width))
     counts = np.zeros((len(member), 3, width), dtype=np.int64)
     most = int(np.diff(rel_ptr).max(initial=0)) + 1  # (relevant pairs of a row, itself)
     steps = np.empty(most, dtype=np.int64)
-    args = (cum, tp, rel_ptr, rel_bins, self_bins, bool(exclude_self), nr, float(b2), member)
+    args = (cum, rel_ptr, rel_bins, self_bins, bool(exclude_self), nr, float(b2), member)
     _score_cols(*args, sums, counts, steps)
     return sums, counts
 

@@ -614,19 +614,21 @@ class _SetTotals:
         when both are 0. ``nr``: relevant images per query of the tile (float64);
         ``work``: a (rows, R+1) float64 buffer."""
         xp, b2 = self.xp, self.p.beta**2
-        cum, tp = _pick(t.cum, part.sel, xp), _pick(t.tp, part.sel, xp)
-        nr = _pick(nr, part.sel, xp)
+        cum, nr = _pick(t.cum, part.sel, xp), _pick(nr, part.sel, xp)
         first = None if t.first is None else t.first[part.sel]
         none_ret, nr0, any_nr0, none_both = self._empty_counts(cum, nr, first)
         if part.scores is not None:  # CPU: the score kernel's sums (step 2)
-            (p_sum, f1_sum, fb_sum), (tp_sum, ret_sum, _) = part.scores
+            (p_sum, f1_sum, fb_sum, r_sum), (tp_sum, ret_sum, _) = part.scores
         else:
-            p_sum, f1_sum, fb_sum = self._ratio_sums(cum, tp, nr, work[: len(part.rows)], any_nr0)
+            tp, work = _pick(t.tp, part.sel, xp), work[: len(part.rows)]
+            p_sum, f1_sum, fb_sum = self._ratio_sums(cum, tp, nr, work, any_nr0)
+            # (summed query after query, as the CPU kernel does: no BLAS order)
+            xp.multiply(tp, (1.0 / xp.maximum(nr, 1.0))[:, None], out=work)
+            r_sum = work.sum(axis=0)
             tp_sum = dist.to_numpy(tp.sum(axis=0)).astype(np.int64)
             ret_sum = dist.to_numpy(cum.sum(axis=0)).astype(np.int64)
         self.sums["precision"] += dist.to_numpy(p_sum + none_ret)
-        inv_nr = 1.0 / xp.maximum(nr, 1.0)
-        self.sums["recall"] += dist.to_numpy(inv_nr @ tp + nr0.sum())
+        self.sums["recall"] += dist.to_numpy(r_sum + nr0.sum())
         f1 = 2.0 * f1_sum + none_both
         self.sums["f1"] += dist.to_numpy(f1)
         if b2 == 1.0:
@@ -765,9 +767,9 @@ class _TileAccumulator:
         # array code (exact either way)
         counts = np.int32 if self.numpy else np.float64
         self.cum_buf = xp.empty((rows, p.R + 1), dtype=counts)
-        self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
-        self.tpi_buf = self.work_buf = None  # (the CPU's score kernel needs neither)
-        if not self.numpy:
+        self.tp_buf = self.tpi_buf = self.work_buf = None  # (the CPU's score kernel
+        if not self.numpy:  # makes tp a row at a time)
+            self.tp_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
             self.tpi_buf = xp.empty((rows, p.R + 1), dtype=np.int32)
             self.work_buf = xp.empty((rows, p.R + 1), dtype=np.float64)
         self.rowsum_buf = xp.empty(rows, dtype=np.int64 if self.integer else np.float64)
@@ -892,7 +894,6 @@ class _TileAccumulator:
         per set the sums that :meth:`_SetTotals.add_scores` adds; per row the
         first radius retrieving anything and the first reaching k others."""
         p, R = self.p, self.p.R
-        t.tp = self.tp_buf[: t.rows]
         ptr = p.rel_ptr[t.start : t.stop + 1] - p.rel_ptr[t.start]
         self_bins = np.full(t.rows, R + 1, dtype=np.int64)
         self_bins[t.self_rows] = t.sb
@@ -901,7 +902,7 @@ class _TileAccumulator:
             member[k, part.rows] = True
         nr = self.nrel_x[t.start : t.stop].astype(np.float64)
         sums, counts = cpukernels.score_rows(
-            t.cum, t.tp, (ptr, t.rb), self_bins, p.exclude_self, nr, p.beta**2, member
+            t.cum, (ptr, t.rb), self_bins, p.exclude_self, nr, p.beta**2, member
         )
         for k, part in enumerate(parts.values()):
             part.scores = sums[k], counts[k]

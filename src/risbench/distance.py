@@ -320,6 +320,12 @@ def _row_hashes(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def pairs_to_zero(qp: Prepared, ip: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pairs the tiles set to exactly 0 (:func:`identical_pairs`); None for
+    hamming, whose bit counts are 0 there already."""
+    return None if qp.distance == "hamming" else identical_pairs(qp.host, ip.host)
+
+
 def identical_pairs(queries: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr, cols) of the index rows bit-identical to each query row.
 
@@ -669,7 +675,7 @@ def iter_distance_tiles(
     excepted: distance 1, see the module notes)."""
     xp = array_module(device)
     qp, ip = prepare_pair(queries, index, distance, bits=bits, xp=xp)
-    ident = identical_pairs(qp.host, ip.host)
+    ident = pairs_to_zero(qp, ip)
     if tile_rows is None:
         tile_rows = tile_rows_for(ip.n, tile_mb, np.dtype(raw_dtype(distance, qp.bits)).itemsize)
     for start, stop, tile in iter_raw_tiles(qp, ip, tile_rows, ident):

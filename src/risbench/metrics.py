@@ -1162,7 +1162,7 @@ def _setup(index, index_groups, queries, query_groups, distance, radii, **kw):
         masks = _query_masks(kw["query_sets"], problem.nq)
     rows = _tile_rows(problem, kw["tile_mb"], kw["tile_rows"], xp)
     acc = _TileAccumulator(problem, xp, rows, masks)
-    ident = dist.identical_pairs(qp.host, ip.host)
+    ident = dist.pairs_to_zero(qp, ip)
     return acc, dist.iter_raw_tiles(qp, ip, rows, ident, deferred=True)
 
 

@@ -74,7 +74,7 @@ def query_outcomes(
     tile_rows = min(
         dist.tile_rows_for(n, tile_mb, raw.itemsize), dist.block_rows(distance, n, xp, ip.bits)
     )
-    ident = dist.identical_pairs(qp.host, ip.host)
+    ident = dist.pairs_to_zero(qp, ip)
     step = max(1, CHUNK_ELEMENTS // max(n, 1)) if dist.is_numpy(xp) else tile_rows
     for start, stop, tile in dist.iter_raw_tiles(qp, ip, tile_rows, ident):
         for a in range(0, stop - start, step):

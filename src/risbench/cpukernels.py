@@ -53,7 +53,7 @@ FINISH = {"cosine": 1, "euclidean": 3}
 # binning loop and the (scalar) histogram loop.
 _BLOCK = 512
 # Sums and maxima: reassociation lets the row reductions vectorise (the order
-# is fixed by the compiled code and the row length, never by the chunk, so a
+# is fixed by the compiled code and the row length, never by the tile, so a
 # row's sum is the same whatever rows are processed with it); distances are
 # never NaN (inputs are checked finite).
 _FAST = {"reassoc", "nnan", "nsz"}
@@ -194,7 +194,7 @@ def _finish_row(row, fin, isq, qsq, cols):
 
 @numba.njit(fastmath=_FAST, cache=True)
 def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i1, fin, pick, t):
-    """Rows i0:i1 of a float chunk (thread t's share, or all rows on one
+    """Rows i0:i1 of a float tile (thread t's share, or all rows on one
     thread); ``hists``, ``bins``: the thread's scratch; ``fin``: (code, index
     squared norms, query squared norms, identical pairs' CSR pointer and
     columns) of the products still to be turned into distances (code 0: none);
@@ -236,7 +236,7 @@ def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fi
 
 @numba.njit(cache=True)
 def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words, pick, t):
-    """Rows i0:i1 of a chunk of bit counts (thread t's share, or all rows on
+    """Rows i0:i1 of a tile of bit counts (thread t's share, or all rows on
     one thread); ``hists``, ``bins``: the thread's scratch; ``words``: (query
     words of the rows, index words transposed) when the counts are still to
     be computed, row by row (no rows: ``x`` holds them); ``pick``: as
@@ -277,7 +277,7 @@ def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words, pick):
 
 
 def count_rows(binner, x, cum, rowsum, rowmax, finish=None, pick=None):
-    """Per row of the distance chunk ``x`` (raw units, rows contiguous): into
+    """Per row of the distance tile ``x`` (raw units, rows contiguous): into
     ``cum`` (rows, R+1) float64 the pairs retrieved at each radius (bin ≤ j),
     into ``rowsum`` the sum of the row's distances (float64 sums of the
     distances; exact int64 bit counts for hamming), into ``rowmax`` its largest
@@ -563,8 +563,7 @@ def _pick_row(i, row, cum_row, pick, t):
 
 @numba.njit(cache=True)
 def _pick(x, cum, k, table, level):
-    """:func:`pick_candidates` in one compiled call (a chunk's pick is tens of
-    µs: the NumPy steps around it cost as much)."""
+    """:func:`pick_candidates` in one compiled call."""
     rows, width = cum.shape
     start = np.zeros(rows + 1, dtype=np.int64)
     for i in range(rows):
@@ -582,7 +581,7 @@ def _pick(x, cum, k, table, level):
 
 
 def pick_candidates(x, cum, k, table, level):
-    """Per row of the distance chunk ``x``, every pair up to the bin of its
+    """Per row of the distances ``x``, every pair up to the bin of its
     k-th nearest: into ``level`` the first radius j with ``cum[i, j]`` ≥
     ``k[i]`` (R + 1: none), and the pairs with distance ≤ ``table[level]``
     (``Binner.limit``: exactly those of bin ≤ level, ``cum[i, level]`` of

@@ -501,8 +501,8 @@ class _RawTiles:
             tile_rows -= tile_rows % block  # whole blocks: computed in place, no copies
         self.tile_rows = tile_rows
         self.is_float = qp.distance in FLOAT_DISTANCES
-        # CPU hamming counts are exact and cheap: computed by ``finish``, chunk by
-        # chunk, so that the sweep counts each chunk while it is in cache.
+        # CPU hamming counts are exact and cheap: computed by ``finish`` (the
+        # counting kernel, row by row), so that each row is counted in cache.
         self.counts_in_finish = qp.distance == "hamming" and is_numpy(xp)
         self.scratch = {}
         if self.is_float:
@@ -640,7 +640,7 @@ def iter_raw_tiles(
     With ``deferred``, yields ``(start, stop, tile, finish)`` instead, where the
     tile still holds the matrix products (CPU hamming: nothing yet) and
     ``finish(a, b)`` turns its rows a:b into distances in place (so that a
-    caller can do it chunk by chunk, while the rows are in cache). Every row
+    caller can do it row by row, while each row is in cache). Every row
     must be finished exactly once: ``finish(a, b, in_kernel=True)`` may
     instead return a :class:`RowFinish` for the CPU counting kernel, which
     then finishes those rows itself."""

@@ -201,6 +201,10 @@ def test_tile_rows_from_memory_bound():
     assert dist.tile_rows_for(10**9, 1) == 1
     assert dist.kernel_rows(14000) == 512
     assert dist.kernel_rows(175000) == 64 * 2**20 // (4 * 175000)
+    # CPU hamming tiles: as many bytes of 2-byte bit counts as a block of products
+    assert dist.block_rows("cosine", 14000) == dist.block_rows("rv", 14000) == 512
+    assert dist.block_rows("hamming", 14000, bits=64) == 1024
+    assert dist.block_rows("hamming", 175000, bits=64) == 2 * dist.kernel_rows(175000)
 
 
 def test_rejects_bad_input():
@@ -257,3 +261,37 @@ def test_degenerate_rv_digests_in_the_sweep():
     table = result.table()
     assert table[["tp", "fp", "fn"]].values.tolist() == [[4, 0, 2], [4, 0, 2], [6, 10, 0]]
     assert result.distance_stats()["dissimilar"]["min"] == 1.0
+
+
+def test_omp_threads_reads_the_first_level(monkeypatch):
+    for value, expected in (("", None), ("2", 2), ("3,1", 3), (" 0 ", 1)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert dist.omp_threads() == expected
+    monkeypatch.setenv("OMP_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS must be a whole number"):
+        dist.omp_threads()
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_descriptors_prepared_the_same_on_any_thread_count(distance, monkeypatch):
+    """The rows are normalised (centred) in chunks on the job's threads: every
+    chunk once, and bit for bit what one thread makes; a NaN in any chunk is
+    refused."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3000, 300)) * rng.uniform(0.1, 40, (3000, 1))).astype(np.float32)
+    prepared = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        p = dist.prepare_pair(x, x, distance)[0]
+        prepared[threads] = (p.data, p.sqnorm)
+    assert np.array_equal(prepared["1"][0].view(np.uint32), prepared["2"][0].view(np.uint32))
+    if distance == "euclidean":
+        assert np.array_equal(prepared["1"][1], prepared["2"][1])
+        centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+        assert np.array_equal(prepared["2"][0], centred.astype(np.float32))
+    else:
+        norms = np.linalg.norm(x.astype(np.float64), axis=1)
+        np.testing.assert_allclose(prepared["2"][0], x / norms[:, None], rtol=1e-6)
+    x[2500, 7] = np.nan  # (in the last chunk)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        dist.prepare_pair(x, x, distance)

@@ -196,7 +196,7 @@ def cum_bincount(b, R: int, xp=np):
 
 def count_rows(binner: Binner, x, cum, rowsum, rowmax, finish=None, pick=None):
     """The CPU counter: per row of the distance tile ``x``, the cumulative
-    counts ``cum`` (rows, R+1, float64), the row's sum and its maximum
+    counts ``cum`` (rows, R+1; int32 or float64), the row's sum and its maximum
     (:func:`risbench.cpukernels.count_rows`; NumPy arrays only). ``finish``: a
     :class:`risbench.distance.RowFinish` when ``x`` still holds products;
     ``pick``: (k, limit, level) to pick each row's candidates too (returned)."""

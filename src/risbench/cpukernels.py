@@ -151,8 +151,8 @@ def _histogram(bins, w, hists):
 @numba.njit
 def _cumulate(hists, upto, cum_row):
     """cum_row[k] = the entries of the sub-histograms at positions ≤ upto[k]
-    (none when upto[k] < 0; no ``upto``: ≤ k), as float64 (exact); the
-    sub-histograms are zeroed."""
+    (none when upto[k] < 0; no ``upto``: ≤ k), exact in cum_row's type (int32
+    in the sweep, float64 also serves); the sub-histograms are zeroed."""
     total = hists[0]
     for k in range(total.shape[0]):  # vectorised
         total[k] += hists[1, k] + hists[2, k] + hists[3, k]
@@ -278,7 +278,7 @@ def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words, pick):
 
 def count_rows(binner, x, cum, rowsum, rowmax, finish=None, pick=None):
     """Per row of the distance tile ``x`` (raw units, rows contiguous): into
-    ``cum`` (rows, R+1) float64 the pairs retrieved at each radius (bin ≤ j),
+    ``cum`` (rows, R+1; int32 or float64) the pairs retrieved at each radius (bin ≤ j),
     into ``rowsum`` the sum of the row's distances (float64 sums of the
     distances; exact int64 bit counts for hamming), into ``rowmax`` its largest
     distance (``x``'s dtype). ``binner``: a NumPy :class:`risbench.binning.Binner`.

@@ -15,10 +15,11 @@ the whole index are computed once (:mod:`risbench.distance`), each distance is
 turned into the index of the first grid radius that retrieves it, exactly, and
 those bin indices are counted per query (:mod:`risbench.binning`: on the CPU
 one fused numba kernel per tile, each row handled while it is in cache, which
-also turns the products into distances, on the GPU a bincount; both exact). Cumulative sums over the
-bins give, for every radius at once, each query's retrieved count; the
-relevant pairs (few: the members of the query's group) give tp the same way.
-Never one pass per radius; memory is O(tile × radii) for the per-query counts.
+also turns the products into distances, on the GPU a bincount; both exact).
+Cumulative sums over the bins give, for every radius at once, each query's
+retrieved count; the relevant pairs (few: the members of the query's group)
+give tp the same way. Never one pass per radius; memory is O(tile × radii)
+for the per-query counts.
 
 The steps on a tile are the methods of :class:`_TileAccumulator` (shared by
 every query set: count, relevant pairs, candidates, top k) and of
@@ -612,7 +613,8 @@ class _SetTotals:
         2tp/(ret+rel), Fβ = (1+β²)tp/(ret+β²rel). The conventions only matter
         where ret or rel is 0: P = 1 when ret = 0, R = 1 when rel = 0, F1 = Fβ = 1
         when both are 0. ``nr``: relevant images per query of the tile (float64);
-        ``work``: a (rows, R+1) float64 buffer."""
+        ``work``: a (rows, R+1) float64 buffer (the array code's; None on the
+        CPU, whose score kernel made the sums)."""
         xp, b2 = self.xp, self.p.beta**2
         cum, nr = _pick(t.cum, part.sel, xp), _pick(nr, part.sel, xp)
         first = None if t.first is None else t.first[part.sel]

@@ -244,7 +244,9 @@ class _Stats:
         return out
 
 
-def _csr(rows: np.ndarray, nrows: int) -> np.ndarray:
+def csr_pointers(rows: np.ndarray, nrows: int) -> np.ndarray:
+    """The CSR pointer of entries sorted by row (``rows``: their rows): row i's
+    entries are ptr[i]:ptr[i + 1]."""
     ptr = np.zeros(nrows + 1, dtype=np.int64)
     if rows.size:
         np.cumsum(np.bincount(rows, minlength=nrows), out=ptr[1:])
@@ -415,7 +417,7 @@ def _problem(qp, ip, index_groups, query_groups, query_self, radii, **options) -
     igc, qgc, n_groups, members = _group_codes(index_groups, query_groups, n, nq)
     query_self = _self_positions(query_self, n, igc, qgc, members, n_groups)
     rel_rows, rel_cols = _relevant_pairs(igc, qgc, query_self, n_groups, members)
-    rel_ptr = _csr(rel_rows, nq)
+    rel_ptr = csr_pointers(rel_rows, nq)
     has_self = query_self >= 0
     return _Problem(
         radii=radii,

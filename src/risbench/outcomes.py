@@ -67,7 +67,7 @@ def query_outcomes(
     nq, n = qp.n, ip.n
     rows, cols = metrics.relevant_pairs(index_groups, query_groups, query_self)
     query_self = np.full(nq, -1) if query_self is None else np.asarray(query_self, np.int64)
-    ptr = np.searchsorted(rows, np.arange(nq + 1))
+    ptr = metrics.csr_pointers(rows, nq)
     limits = [_limit(r, distance, ip.bits) for r in np.atleast_1d(np.asarray(at, np.float64))]
     out = _empty(nq, len(limits))
     raw = np.dtype(dist.raw_dtype(distance, ip.bits))

@@ -986,7 +986,7 @@ def test_counting_kernel_picks_as_pick_candidates(grid, slack, threads, monkeypa
     x = boundary_heavy(distance, radii, bits, (29, 1030), np.random.default_rng(8))
     k = np.random.default_rng(9).integers(1, 40, 29)
     k[::7] = 1031  # more than the row holds: nothing picked
-    cum = np.empty((29, binner.R + 1))
+    cum = np.empty((29, binner.R + 1), dtype=np.int32)  # (as the sweep holds them)
     rowsum = np.empty(29, dtype=np.int64 if bits else np.float64)
     level = np.empty(29, dtype=np.int64)
     pick = (k, binner.limit, level)

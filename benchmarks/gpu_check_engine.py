@@ -9,7 +9,9 @@
      integer vectors under euclidean (every product and sum exact in float32);
    - cosine on the float subset: cuBLAS and OpenBLAS round differently, so a
      pair within an ulp of a grid radius can change side; the counts must agree
-     to within a few such pairs and the mean F1 to 1e-4.
+     to within a few such pairs and the mean F1 to 1e-4;
+   - the per-query outcomes at the best radius (the GPU's array code against
+     the CPU kernel) on the exact data: every array equal.
    Exit status 1 when an agreement check fails.
 
     python benchmarks/gpu_check_engine.py                      # on a CUDA machine
@@ -30,7 +32,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from risbench import distance as dist  # noqa: E402
-from risbench import metrics  # noqa: E402
+from risbench import metrics, outcomes  # noqa: E402
 
 
 def clustered(n: int, d: int, seed: int = 0, noise: float = 2.5, block: int = 8192):
@@ -112,6 +114,17 @@ def compare(name, a, b, exact: bool) -> bool:
     return ok
 
 
+def compare_outcomes(name, x, g, distance, radius, device, bits=None) -> bool:
+    """Per-query outcomes (the GPU's array code against the CPU kernel) at one
+    radius: every array equal (exact data: integers or bit counts)."""
+    kw = dict(bits=bits, query_self=np.arange(len(x)))
+    a = outcomes.query_outcomes(x, g, x, g, distance, [radius], device=device, **kw)
+    b = outcomes.query_outcomes(x, g, x, g, distance, [radius], device="cpu", **kw)
+    differ = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
+    print(f"  {name + ' outcomes':28s} {'differ in ' + ', '.join(differ) if differ else 'OK'}")
+    return not differ
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=175_000, help="rows of the timing run")
@@ -135,20 +148,16 @@ def main(argv=None) -> int:
     print(f"agreement, n = {subset} ({device} against numpy)")
     x, g = codes(subset)
     hr = metrics.radius_grid("hamming", bits=576)
-    ok &= compare(
-        "hamming 576 bits",
-        run(x, g, "hamming", hr, device, 576)[0],
-        run(x, g, "hamming", hr, "cpu", 576)[0],
-        exact=True,
-    )
+    swept = run(x, g, "hamming", hr, device, 576)[0]
+    ok &= compare("hamming 576 bits", swept, run(x, g, "hamming", hr, "cpu", 576)[0], exact=True)
+    radius = swept.best()["radius"]
+    ok &= compare_outcomes("hamming 576 bits", x, g, "hamming", radius, device, 576)
     x, g = integer_vectors(subset)
     er = metrics.radius_grid("euclidean", step=0.25, max_radius=64.0)
-    ok &= compare(
-        "euclidean, integers",
-        run(x, g, "euclidean", er, device)[0],
-        run(x, g, "euclidean", er, "cpu")[0],
-        exact=True,
-    )
+    swept = run(x, g, "euclidean", er, device)[0]
+    ok &= compare("euclidean, integers", swept, run(x, g, "euclidean", er, "cpu")[0], exact=True)
+    radius = swept.best()["radius"]
+    ok &= compare_outcomes("euclidean, integers", x, g, "euclidean", radius, device)
     x, g = clustered(subset, args.d)
     (a, ta), (b, tb) = run(x, g, "cosine", radii, device), run(x, g, "cosine", radii, "cpu")
     ok &= compare(f"cosine, d={args.d}", a, b, exact=args.cpu_only)

@@ -11,9 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_metrics import use_numpy_shim
 from test_protocols import catalog_of
 
-from risbench import cli, distance, failures, operating, outcomes, protocols, report, store
+from risbench import (
+    cli,
+    distance,
+    failures,
+    metrics,
+    operating,
+    outcomes,
+    protocols,
+    report,
+    store,
+)
 from risbench.results import QUERY_COLUMNS, BenchmarkStats, RunIndex
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,12 +79,13 @@ def problem(kind, seed):
 
 @pytest.mark.parametrize("kind", ["hamming", "cosine", "angular", "euclidean", "rv"])
 @pytest.mark.parametrize("exclude_self", [False, True])
-@pytest.mark.parametrize("chunk", [None, 100])
-def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, chunk, monkeypatch):
-    """Tiles of a few rows, each one chunk; or (``chunk``) one large tile cut into
-    chunks of 2 rows."""
-    if chunk:
-        monkeypatch.setattr(outcomes, "CHUNK_ELEMENTS", chunk)
+@pytest.mark.parametrize("path", ["kernel", "arrays"])
+@pytest.mark.parametrize("tile_mb", [0.001, 1])
+def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, path, tile_mb, monkeypatch):
+    """The CPU kernel (cpuoutcomes) or the GPU's array code run on NumPy, on
+    tiles of a few rows or one tile."""
+    if path == "arrays":
+        use_numpy_shim(monkeypatch)
     index, ig, queries, qg, query_self = problem(kind, seed=3)
     bits = 16 if kind == "hamming" else None
     d = distance.pairwise(queries, index, kind, bits=bits).astype(np.float64)
@@ -81,7 +93,7 @@ def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, chunk, monkeypatc
     at = [5 / 16, 7 / 16] if kind == "hamming" else [float(np.quantile(d, 0.1)), 0.5]
     found = outcomes.query_outcomes(
         index, ig, queries, qg, kind, at, bits=bits, query_self=query_self,
-        exclude_self=exclude_self, tile_mb=1 if chunk else 0.001, device="cpu",
+        exclude_self=exclude_self, tile_mb=tile_mb, device="cpu",
     )  # fmt: skip
     for k, radius in enumerate(at):
         expected = brute(d, ig, qg, query_self, radius, exclude_self)
@@ -94,6 +106,56 @@ def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, chunk, monkeypatc
     np.testing.assert_array_equal(found["nearest_nonrelevant"], [e[6] for e in expected])
     np.testing.assert_array_equal(found["nearest_nonrelevant_index"], [e[7] for e in expected])
     assert (found["first_relevant_rank"][25:] == 0).any()  # a query with nothing relevant
+
+
+def edge_tile(dtype, rng):
+    """A raw tile of few distinct values (ties everywhere) with the edges of the
+    kernel's hidden columns: floats with -0.0 and inf (a row all inf, a row
+    whose nearest relevant pair is inf), counts with the type's largest value
+    (a row of it only); rows with everything hidden, with nothing relevant,
+    without an own pair; relevant pairs in no order."""
+    rows, n = 12, 9
+    if dtype == np.uint16:
+        top = np.iinfo(dtype).max
+        x = rng.choice(np.array([0, 1, 2, top], dtype), (rows, n))
+        x[3] = top
+    else:
+        x = rng.choice(np.array([0.0, -0.0, 0.25, 0.5, np.inf], dtype), (rows, n))
+        x[3] = np.inf
+        x[4, [1, 5]] = np.inf
+    relevant = [sorted(rng.choice(n, rng.integers(0, 4), replace=False), reverse=True) for _ in x]
+    relevant[4], relevant[6], relevant[7] = [5, 1], [], list(range(8))
+    own = rng.integers(-1, n, rows)
+    own[7] = 8  # everything hidden
+    for r, cols in enumerate(relevant):
+        own[r] = -1 if own[r] in cols else own[r]
+    rows_of = np.repeat(np.arange(rows), [len(c) for c in relevant])
+    cols = np.concatenate([np.asarray(c, np.int64) for c in relevant])
+    return x, rows_of, cols, own
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_outcome_kernel_equals_the_array_code_on_edge_tiles(dtype, threads, monkeypatch):
+    """cpuoutcomes.outcome_rows against the array code (outcomes._Chunk) on
+    hand-made raw tiles: every number the same, queries from row 3 on."""
+    from risbench import cpuoutcomes
+
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        x, rows, cols, own = edge_tile(dtype, rng)
+        q0, nq = 3, len(x) + 3
+        rows = rows + q0
+        query_self = np.concatenate([np.full(q0, -1), own])
+        ptr = metrics.csr_pointers(rows, nq)
+        limits = [0, 2] if dtype == np.uint16 else [0.0, 0.25, np.inf]
+        chunk = outcomes._Chunk(x, q0, nq, rows, cols, ptr, query_self, np)
+        expected = chunk.found(limits)
+        got = cpuoutcomes.outcome_rows(x.copy(), q0, limits, (ptr, cols), query_self)
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize("binary", [False, True])

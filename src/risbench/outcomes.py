@@ -22,8 +22,8 @@ the whole tile. Memory: the prepared index, one tile of distances of at most
 ``tile_mb`` (the sweep's bound), and per thread a mask of n bytes (on a GPU a
 float64 copy of the tile, twice the bytes of a float32 tile), plus
 O(queries × radii) results. Time (n = 7,000, 2 threads): cosine at d = 512
-0.25 s, the matrix products' 0.21 s and the kernel's 0.02 s; 64-bit hamming
-0.014 s, under half of its sweep's.
+0.24–0.26 s, of which the matrix products take 0.21 s and the kernel 0.02 s;
+64-bit hamming 0.014 s, under half of its sweep's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ modifications) = 175,000 images, every one a query against all 175,000
    (``descriptors/{descriptor}/{variant}.zarr``, :class:`risbench.store.StoreWriter`);
 2. runs the command line the workflow's ``benchmark`` rule runs (``risbench
    benchmark --descriptor D --distance ... --list V=... --store V=... --spec
-   JSON --table all=... --stats all=...``, protocol ``all`` only) as a child
+   JSON --table all=... --stats all=... --queries all=...``, protocol ``all``
+   only: the sweep, then the per-query outcomes at the best radius) as a child
    process, and measures its wall
    time and peak memory (``ru_maxrss`` of that child, from ``os.wait4``);
 3. for the float case, measures the bare float32 GEMM throughput of this
@@ -199,6 +200,7 @@ def run_benchmark(workdir: Path, case: dict, lists: dict, stores: dict, args) ->
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{case['descriptor']}__{case['distance']}"
     table, stats, log = out / f"{stem}.parquet", out / f"{stem}.json", out / f"{stem}.log"
+    queries = out / f"{stem}.queries.parquet"
     spec = {  # the rule's spec: the benchmark section with the schema's defaults
         "beta": 1.0,
         "device": args.device,
@@ -212,7 +214,7 @@ def run_benchmark(workdir: Path, case: dict, lists: dict, stores: dict, args) ->
     for v in lists:
         cmd += ["--list", f"{v}={lists[v]}", "--store", f"{v}={stores[v]}"]
     cmd += ["--spec", json.dumps(spec, sort_keys=True), "--table", f"all={table}"]
-    cmd += ["--stats", f"all={stats}"]
+    cmd += ["--stats", f"all={stats}", "--queries", f"all={queries}"]
     print(
         f"  $ risbench benchmark --distance {case['distance']} ... --table all=... "
         f"(tile_mb {args.tile_mb}; log {log})",

@@ -108,6 +108,34 @@ def test_outcomes_equal_a_brute_force_loop(kind, exclude_self, path, tile_mb, mo
     assert (found["first_relevant_rank"][25:] == 0).any()  # a query with nothing relevant
 
 
+@pytest.mark.parametrize("kind", ["hamming", "cosine", "angular", "euclidean", "rv"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("path", ["kernel", "arrays"])
+def test_a_sweep_records_the_outcomes_of_a_separate_pass(kind, exclude_self, path, monkeypatch):
+    """sweep(per_query=True) read at grid radii equals query_outcomes at them,
+    every array, for every query and for query sets (a prefix, as protocol
+    all, and every third query), on tiles of 4 rows."""
+    if path == "arrays":
+        use_numpy_shim(monkeypatch)
+    index, ig, queries, qg, query_self = problem(kind, seed=4)
+    bits = 16 if kind == "hamming" else None
+    radii = metrics.radius_grid(kind, bits=bits, max_radius=3.0 if kind == "euclidean" else None)
+    sets = {"every": np.arange(len(queries)), "prefix": np.arange(25), "third": np.arange(0, 34, 3)}
+    kw = dict(bits=bits, query_self=query_self, exclude_self=exclude_self, device="cpu")
+    swept = metrics.sweep(
+        index, ig, queries, qg, kind, radii, query_sets=sets, tile_rows=4, per_query=True, **kw
+    )
+    at = [swept["every"].best()["radius"], radii[len(radii) // 3], radii[-1]]
+    expected = outcomes.query_outcomes(index, ig, queries, qg, kind, at, **kw)
+    for name, rows in sets.items():
+        got = swept[name].per_query.at(at)
+        assert set(got) == set(expected)
+        for column, value in expected.items():
+            np.testing.assert_array_equal(got[column], value[rows], err_msg=f"{name} {column}")
+    with pytest.raises(ValueError, match="sweep's radii"):
+        swept["every"].per_query.at([(radii[0] + radii[1]) / 2])
+
+
 def edge_tile(dtype, rng):
     """A raw tile of few distinct values (ties everywhere) with the edges of the
     kernel's hidden columns: floats with -0.0 and inf (a row all inf, a row
@@ -152,10 +180,23 @@ def test_outcome_kernel_equals_the_array_code_on_edge_tiles(dtype, threads, monk
         limits = [0, 2] if dtype == np.uint16 else [0.0, 0.25, np.inf]
         chunk = outcomes._Chunk(x, q0, nq, rows, cols, ptr, query_self, np)
         expected = chunk.found(limits)
-        got = cpuoutcomes.outcome_rows(x.copy(), q0, limits, (ptr, cols), query_self)
+        tile = x.copy()
+        got = cpuoutcomes.outcome_rows(tile, q0, limits, (ptr, cols), query_self)
+        np.testing.assert_array_equal(tile, x)  # (the hidden values put back)
         assert set(got) == set(expected)
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def separate_frame(catalog, matrices, protocol, distance, radius, **options):
+    """A protocol's outcomes frame from a pass of its own over its pairs
+    (query_outcomes), not from a sweep's records."""
+    bits = options.pop("bits", None)
+    inputs = protocols.sweep_inputs(catalog, matrices, protocol, distance, bits=bits)
+    del inputs["radii"]
+    found = outcomes.query_outcomes(**inputs, distance=distance, at=[radius], **options)
+    chosen = protocols.select(catalog, protocol)
+    return outcomes.frame(found, 0, catalog, chosen["index"], chosen["queries"])
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -165,12 +206,14 @@ def test_per_query_sums_are_the_sweeps_table_at_the_best_radius(binary, exclude_
     metric = "hamming" if binary else "cosine"
     names = ["all", "distractors", "single-blur", "single-original"]
     options = {"exclude_self": exclude_self, "tile_mb": 0.01, "device": "cpu"}
-    swept = protocols.run_many(catalog, matrices, names, metric, **options)
+    swept = protocols.run_many(catalog, matrices, names, metric, per_query=True, **options)
     best = {name: result.best()["radius"] for name, result in swept.items()}
-    frames = outcomes.protocol_outcomes(catalog, matrices, best, metric, **options)
+    frames = outcomes.protocol_frames(catalog, swept, best)
     assert list(frames) == names
     for name, result in swept.items():
         frame = frames[name]
+        separate = separate_frame(catalog, matrices, name, metric, best[name], **options)
+        pd.testing.assert_frame_equal(frame, separate)
         assert list(frame.columns) == list(QUERY_COLUMNS)
         assert len(frame) == result.queries
         row = result.table().set_index("radius").loc[best[name]]
@@ -187,6 +230,13 @@ def test_per_query_sums_are_the_sweeps_table_at_the_best_radius(binary, exclude_
     blur = frames["single-blur"]  # its one relevant image is its original
     assert (blur["nearest_relevant_image_id"] == blur["image_id"]).all()
     assert (blur["nearest_relevant_variant"] == "original").all()
+
+
+def test_frames_need_a_sweep_that_recorded_its_queries():
+    catalog, matrices = catalog_of(4, 3, 8, binary=False, seed=5)
+    swept = protocols.run_many(catalog, matrices, ["all"], "cosine", device="cpu")
+    with pytest.raises(ValueError, match="protocol all recorded no per-query outcomes"):
+        outcomes.protocol_frames(catalog, swept, {"all": swept["all"].best()["radius"]})
 
 
 def test_target_precision_default_is_the_schemas():
@@ -308,7 +358,7 @@ def test_thresholds_pick_the_distance_with_the_most_recall_at_each_target():
 
 def test_benchmark_command_writes_outcomes_and_lists_them(tmp_path):
     """`risbench benchmark --queries`, as the rule calls it: each protocol's outcomes
-    file, equal to protocol_outcomes at the stats' best radius, named in the run
+    file, equal to a separate pass's at the stats' best radius, named in the run
     index; a protocol without --queries gets none; --queries of a protocol with no
     table is refused."""
     catalog, matrices = catalog_of(4, 2, 4, binary=True, seed=2)
@@ -335,9 +385,9 @@ def test_benchmark_command_writes_outcomes_and_lists_them(tmp_path):
     stats = {p: BenchmarkStats.read(tmp_path / f"{p}.json") for p in ("all", "distractors")}
     assert [p["target_precision"] for p in stats["all"].operating_points] == [0.5, 0.95]
     radii = {p: s.best["radius"] for p, s in stats.items()}
-    expected = outcomes.protocol_outcomes(catalog, matrices, radii, "hamming", bits=32)
-    for protocol in radii:
+    for protocol, radius in radii.items():
         written = pd.read_parquet(tmp_path / f"{protocol}.queries.parquet")
-        pd.testing.assert_frame_equal(written, expected[protocol])
+        expected = separate_frame(catalog, matrices, protocol, "hamming", radius, bits=32)
+        pd.testing.assert_frame_equal(written, expected)
     with pytest.raises(SystemExit, match=r"--queries of \['single-rotate'\]"):
         cli.main([*base, *args, *outputs, "--queries", f"single-rotate={tmp_path / 'x'}"])

@@ -6,14 +6,14 @@ descriptor they claim to be), runs every requested protocol
 sweep) and writes, per protocol, the per-radius table (parquet), the stats
 (:class:`risbench.results.BenchmarkStats`, with the operating points of
 ``target_precisions``) and, where asked, the per-query outcomes at the best
-radius (:mod:`risbench.outcomes`), then a run index naming them all
+radius (:mod:`risbench.outcomes`, recorded by the sweeps themselves), then a
+run index naming them all
 (:class:`risbench.results.RunIndex`), which is what the summary reads.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -79,13 +79,13 @@ def run(
     full stores: a screening stage (protocol ``all`` only)."""
     with compute("load, sweeps, write"):
         swept, attrs, width, data = _sweep(
-            descriptor, distance, lists, stores, list(outputs), spec, bases
+            descriptor, distance, lists, stores, outputs, spec, bases
         )
-        queries = _outcomes(swept, data, distance, attrs, outputs, spec)
+        queries = _outcomes(swept, data[0], outputs)
         _write(swept, descriptor, distance, attrs, width, outputs, run_index, spec, queries)
 
 
-def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
+def _sweep(descriptor, distance, lists, stores, outputs, spec, bases):
     images, matrices, attrs = load(lists, stores, descriptor, bases)
     # compress configured: no descriptor is benchmarked on the codes' training groups
     images, matrices = training_split.leave_out(images, matrices, spec.get("training_split"))
@@ -93,7 +93,7 @@ def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
     swept = protocols.run_many(
         images,
         matrices,
-        protocol_names,
+        list(outputs),
         distance,
         bits=_code_bits(attrs),
         radius_step=radius.get("step"),
@@ -103,6 +103,7 @@ def _sweep(descriptor, distance, lists, stores, protocol_names, spec, bases):
         device=spec["device"],
         beta=spec["beta"],
         top_k=spec["top_k"],
+        per_query=any(o.queries for o in outputs.values()),
     )
     return swept, attrs, next(iter(matrices.values())).shape[1], (images, matrices)
 
@@ -112,28 +113,16 @@ def _code_bits(attrs: dict) -> int | None:
     return attrs["dim"] if attrs["kind"] != "float" else None
 
 
-def _outcomes(swept, data, distance, attrs, outputs, spec) -> dict:
+def _outcomes(swept, images, outputs) -> dict:
     """The per-query outcomes (:mod:`risbench.outcomes`) of the protocols with a
-    ``queries`` output, each at its best radius: protocol → frame."""
+    ``queries`` output, each at its best radius, from what their sweeps
+    recorded: protocol → frame."""
     wanted = {p: swept[p].best()["radius"] for p, o in outputs.items() if o.queries}
     if not wanted:
         return {}
     from risbench import outcomes  # lazily: only jobs that write outcomes
 
-    started = time.perf_counter()
-    images, matrices = data
-    frames = outcomes.protocol_outcomes(
-        images,
-        matrices,
-        wanted,
-        distance,
-        bits=_code_bits(attrs),
-        exclude_self=spec["exclude_self"],
-        tile_mb=spec["tile_mb"],
-        device=spec["device"],
-    )
-    log.info("per-query outcomes of %s: %.2f s", ", ".join(wanted), time.perf_counter() - started)
-    return frames
+    return outcomes.protocol_frames(images, swept, wanted)
 
 
 def _write(swept, descriptor, distance, attrs, width, outputs, run_index, spec, queries) -> None:

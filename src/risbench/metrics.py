@@ -146,6 +146,8 @@ class SweepResult:
     dissimilar_hist: np.ndarray
     ranked_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # the per-query outcomes of the set's queries (sweep(per_query=True)), else None
+    per_query: object = None
 
     def table(self) -> pd.DataFrame:
         """One row per radius: radius, mean precision, recall, f1, fbeta over the
@@ -728,7 +730,7 @@ class _TileAccumulator:
     5 :meth:`extremes` (dissimilar min and max) and 6
     :meth:`_SetTotals.add_scores` (P, R, F sums)."""
 
-    def __init__(self, problem: _Problem, xp, tile_rows: int, masks: dict):
+    def __init__(self, problem: _Problem, xp, tile_rows: int, masks: dict, per_query=False):
         p = self.p = problem
         self.xp = xp
         self.numpy = dist.is_numpy(xp)
@@ -749,6 +751,12 @@ class _TileAccumulator:
         self.topk_d = np.full((p.nq, self.k), np.inf)
         self.topk_rel = np.zeros((p.nq, self.k), dtype=bool)
         self.sets = {name: _SetTotals(mask, p, xp) for name, mask in masks.items()}
+        self.recorder = None
+        if per_query:
+            from risbench import outcomes  # (lazily: only jobs that write outcomes)
+
+            limits = dist.to_numpy(self.binner.limit)
+            self.recorder = outcomes.QueryRecorder(p, limits, self.binner.raw)
         self._allocate()
 
     def _allocate(self) -> None:
@@ -785,6 +793,8 @@ class _TileAccumulator:
         parts = {name: _Part.of(s.mask, start, stop) for name, s in self.sets.items()}
         parts = {name: part for name, part in parts.items() if part is not None}
         self.count(t, finish, parts)
+        if self.recorder is not None:  # (before step 2 takes the queries out of cum)
+            self.recorder.add(start, stop, t.raw, t.cum, self.xp)
         self.relevant(t, parts)
         for name, part in parts.items():
             self.sets[name].add_distances(t, part)
@@ -1058,7 +1068,11 @@ class _TileAccumulator:
 
     def results(self) -> dict:
         top = (self.topk_d, self.topk_rel, self.rank_nrel)
-        return {name: s.result(*top) for name, s in self.sets.items()}
+        results = {name: s.result(*top) for name, s in self.sets.items()}
+        if self.recorder is not None:
+            for name, result in results.items():
+                result.per_query = self.recorder.subset(np.flatnonzero(self.sets[name].mask))
+        return results
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -1092,6 +1106,7 @@ def sweep(
     top_k: int = 10,
     tile_rows: int | None = None,
     query_sets: dict | None = None,
+    per_query: bool = False,
 ) -> SweepResult | dict[str, SweepResult]:
     """Score fixed-radius retrieval of ``queries`` in ``index`` at every radius.
 
@@ -1121,6 +1136,10 @@ def sweep(
     similar and dissimilar pairs (:meth:`SweepResult.distance_stats`,
     :meth:`SweepResult.histogram`) and ranked metrics from each query's exact
     top k (:meth:`SweepResult.ranked`, defined in :func:`ranked_metrics`).
+    ``per_query``: also record each query's outcomes
+    (:class:`risbench.outcomes.QueryRecorder`, ``result.per_query.at(radii)``:
+    those of :func:`risbench.outcomes.query_outcomes` at any radius of the
+    grid), at 4 bytes a query and radius.
     """
     started = time.perf_counter()
     acc, tiles = _setup(
@@ -1139,6 +1158,7 @@ def sweep(
         top_k=top_k,
         tile_rows=tile_rows,
         query_sets=query_sets,
+        per_query=per_query,
     )
     for start, stop, tile, finish in tiles:
         acc.add(start, stop, tile, finish)
@@ -1165,7 +1185,7 @@ def _setup(index, index_groups, queries, query_groups, distance, radii, **kw):
     else:
         masks = _query_masks(kw["query_sets"], problem.nq)
     rows = _tile_rows(problem, kw["tile_mb"], kw["tile_rows"], xp)
-    acc = _TileAccumulator(problem, xp, rows, masks)
+    acc = _TileAccumulator(problem, xp, rows, masks, kw.get("per_query", False))
     ident = dist.pairs_to_zero(qp, ip)
     return acc, dist.iter_raw_tiles(qp, ip, rows, ident, deferred=True)
 

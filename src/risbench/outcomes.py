@@ -16,18 +16,25 @@ metrics' pessimistic order), so the first relevant image's rank is 1 + the
 non-relevant images at most as far; the nearest image of a kind is the first
 in index order among equals.
 
-On the CPU the pass is one kernel (:mod:`risbench.cpuoutcomes`), a row at a
-time while it is in cache; the GPU runs the array code of :class:`_Chunk` on
-the whole tile. Memory: the prepared index, one tile of distances of at most
-``tile_mb`` (the sweep's bound), and per thread a mask of n bytes (on a GPU a
-float64 copy of the tile, twice the bytes of a float32 tile), plus
-O(queries × radii) results. Time (n = 7,000, 2 threads): cosine at d = 512
-0.24–0.26 s, of which the matrix products take 0.21 s and the kernel 0.02 s;
-64-bit hamming 0.014 s, under half of its sweep's.
+Two ways to them, with the same answers (tested): a sweep records them
+while its tiles pass (``metrics.sweep(..., per_query=True)``,
+:class:`QueryRecorder`), to be read at any radius of its grid -- what a
+benchmark job does (:func:`protocol_frames`); or :func:`query_outcomes`, a
+pass of its own over the pairs at any radii. On the CPU both use one kernel
+(:mod:`risbench.cpuoutcomes`) that handles a row at a time while it is in
+cache; the GPU runs the array code of :class:`_Chunk` on the whole tile.
+Memory: the sweep's, plus for a recording sweep 4 bytes a query and radius
+(the retrieved pairs at every radius) and one raw distance a relevant pair;
+for :func:`query_outcomes` the prepared index, one tile of at most
+``tile_mb`` and per thread a mask of n bytes (on a GPU a float64 copy of
+the tile). Time (``benchmarks/bench_engine.py``, n = 7,000, 2 threads):
+recording adds 0.02 s to a cosine sweep at d = 512 (0.26 s), where the
+separate pass the benchmark job used to run took 0.31 s.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -134,6 +141,88 @@ def _write(out, q0: int, q1: int, found: dict, nrel, query_self, exclude_self: b
     out["first_relevant_rank"][sl] = np.where(at[:, 0] >= 0, found["before"] + 1, 0)
 
 
+class QueryRecorder:
+    """The per-query outcomes of a sweep, recorded while its tiles pass
+    (``metrics.sweep(..., per_query=True)``) and read at any radius of its
+    grid (:meth:`at`): the numbers :func:`query_outcomes` computes on the same
+    inputs, without its second pass over the pairs (and their matrix
+    products). Per tile, once its rows are distances: each query's retrieved
+    pairs at every radius (the sweep's counts, the query itself counted), the
+    raw distances of its relevant and own pairs, and its nearest relevant and
+    other images (the CPU kernel, or the GPU's array code).
+
+    Memory: 4 bytes a query and radius (4 KB a query on the default 1,025
+    radii: 0.7 GB at 175,000 queries), one raw distance a relevant pair and
+    O(queries) more. ``rows``: the queries :meth:`at` reads (a query set's,
+    :meth:`subset`)."""
+
+    def __init__(self, problem, limits: np.ndarray, raw) -> None:
+        p = self.p = problem
+        self.limits = np.asarray(limits)  # (host; the grid's, Binner.limit)
+        self.rows = np.arange(p.nq)
+        self.cum = np.empty((p.nq, p.R + 1), dtype=np.int32)
+        self.rel_raw = np.empty(len(p.rel_cols), dtype=raw)
+        self.self_raw = np.zeros(p.nq, dtype=raw)
+        self.nearest = np.full((p.nq, 2), np.nan)
+        self.nearest_at = np.full((p.nq, 2), -1, dtype=np.int64)
+        self.before = np.zeros(p.nq, dtype=np.int64)
+
+    def add(self, start: int, stop: int, raw, cum, xp) -> None:
+        """Queries start:stop: ``raw`` their distances (raw units, on ``xp``;
+        left as they are), ``cum`` their retrieved pairs per radius with the
+        query itself counted."""
+        p, sl = self.p, slice(start, stop)
+        self.cum[sl] = dist.to_numpy(cum)
+        a, z = int(p.rel_ptr[start]), int(p.rel_ptr[stop])
+        rr, rc = xp.asarray(p.rel_rows[a:z] - start), xp.asarray(p.rel_cols[a:z])
+        self.rel_raw[a:z] = dist.to_numpy(raw[rr, rc])
+        own = np.flatnonzero(p.has_self[sl])
+        cols = xp.asarray(p.query_self[sl][own])
+        self.self_raw[start + own] = dist.to_numpy(raw[xp.asarray(own), cols])
+        if dist.is_numpy(xp):
+            from risbench import cpuoutcomes
+
+            relevant = (p.rel_ptr, p.rel_cols)
+            found = cpuoutcomes.outcome_rows(raw, start, [], relevant, p.query_self)
+        else:
+            chunk = _Chunk(raw, start, stop, p.rel_rows, p.rel_cols, p.rel_ptr, p.query_self, xp)
+            found = chunk.found([])
+        self.nearest[sl], self.nearest_at[sl] = found["nearest"], found["nearest_at"]
+        self.before[sl] = found["before"]
+
+    def subset(self, rows: np.ndarray) -> QueryRecorder:
+        """The same records, :meth:`at` reading the queries ``rows`` only."""
+        view = copy.copy(self)
+        view.rows = np.asarray(rows, dtype=np.int64)
+        return view
+
+    def at(self, radii) -> dict[str, np.ndarray]:
+        """:func:`query_outcomes`'s outcomes of :attr:`rows` at each radius of
+        ``radii``, each one of the sweep's grid (a ValueError otherwise)."""
+        p, rows = self.p, self.rows
+        radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
+        j = np.searchsorted(p.radii, radii)
+        if np.any(j > p.R) or not np.array_equal(p.radii[np.minimum(j, p.R)], radii):
+            raise ValueError(f"outcomes are recorded at the sweep's radii only, not at {radii}")
+        limits = self.limits[j]
+        pair_rows = p.rel_rows
+        found = {"retrieved": self.cum[rows][:, j].astype(np.int64)}
+        hits = self.rel_raw[:, None] <= limits[None, :]
+        found["tp"] = np.stack(
+            [np.bincount(pair_rows[hits[:, k]], minlength=p.nq)[rows] for k in range(len(j))],
+            axis=1,
+        ).reshape(len(rows), len(j))
+        found["self_hit"] = p.has_self[rows, None] & (self.self_raw[rows, None] <= limits[None, :])
+        found["nearest"], found["nearest_at"] = self.nearest[rows], self.nearest_at[rows]
+        found["before"] = self.before[rows]
+        out = _empty(len(rows), len(j))
+        nrel = np.diff(p.rel_ptr)[rows]
+        _write(out, 0, len(rows), found, nrel, p.query_self[rows], p.exclude_self)
+        out["nearest_relevant"] /= p.scale
+        out["nearest_nonrelevant"] /= p.scale
+        return out
+
+
 class _Chunk:
     """Query rows q0:q1 of a distance tile (``x``, raw units, on ``xp``) and their
     relevant pairs (other than the query itself) and self pairs: the array code
@@ -184,71 +273,43 @@ class _Chunk:
         found["nearest"], found["nearest_at"] = near, at
 
 
-def protocol_outcomes(
-    catalog: pd.DataFrame,
-    matrices: dict,
-    radii: dict[str, float],
-    distance: str,
-    *,
-    bits: int | None = None,
-    exclude_self: bool = False,
-    tile_mb: float = 256,
-    device: str = "auto",
-) -> dict[str, pd.DataFrame]:
-    """Per protocol of ``radii`` (protocol → its best radius), the per-query
-    outcomes frame (:data:`risbench.results.QUERY_COLUMNS`, one row per query
-    in the protocol's query order). ``all`` and ``distractors`` come out of one
-    pass over ``distractors``' queries (``all``'s are its first ones, against
-    the same index, so their distances are the same)."""
-    names = list(radii)
-    shared = {"all", "distractors"} <= set(names)
+def protocol_frames(catalog: pd.DataFrame, swept: dict, radii: dict) -> dict[str, pd.DataFrame]:
+    """Per protocol of ``radii`` (protocol → a radius of its sweep's grid, its
+    best), the per-query outcomes frame (:data:`risbench.results.QUERY_COLUMNS`,
+    one row per query in the protocol's query order) from what its sweep
+    recorded (``swept``: :func:`risbench.protocols.run_many`'s results, with
+    ``per_query``)."""
     out = {}
-    for name in names:
-        if shared and name == "all":
-            continue
-        at = [radii["all"], radii[name]] if shared and name == "distractors" else [radii[name]]
-        inputs = protocols.sweep_inputs(catalog, matrices, name, distance, bits=bits)
-        inputs.pop("radii")  # the sweep's grid: not needed here
-        found = query_outcomes(
-            **inputs,
-            distance=distance,
-            at=at,
-            exclude_self=exclude_self,
-            tile_mb=tile_mb,
-            device=device,
-        )
+    for name, radius in radii.items():
+        recorded = swept[name].per_query
+        if recorded is None:
+            raise ValueError(f"the sweep of protocol {name} recorded no per-query outcomes")
         chosen = protocols.select(catalog, name)
-        out[name] = frame(found, len(at) - 1, catalog, chosen["index"], chosen["queries"])
-        if len(at) == 2:
-            first = protocols.select(catalog, "all")["queries"]
-            if not np.array_equal(first, chosen["queries"][: len(first)]):
-                raise ValueError("protocol all's queries are not distractors' first queries")
-            rows = slice(0, len(first))
-            out["all"] = frame(found, 0, catalog, chosen["index"], chosen["queries"], rows)
-    return {name: out[name] for name in names}
+        out[name] = frame(recorded.at([radius]), 0, catalog, chosen["index"], chosen["queries"])
+    return out
 
 
-def frame(found: dict, k: int, catalog, index_pos, query_pos, rows=slice(None)) -> pd.DataFrame:
-    """The outcomes at radius ``k`` of :func:`query_outcomes` as a table of
-    :data:`risbench.results.QUERY_COLUMNS` (``rows``: those queries only);
+def frame(found: dict, k: int, catalog, index_pos, query_pos) -> pd.DataFrame:
+    """The outcomes at radius ``k`` of :func:`query_outcomes` (or
+    :meth:`QueryRecorder.at`) as a table of :data:`risbench.results.QUERY_COLUMNS`;
     ``index_pos``, ``query_pos``: the catalog rows of the index and queries."""
     image_id = catalog["image_id"].to_numpy()
     variant = catalog["variant"].to_numpy()
-    queries = np.asarray(query_pos)[rows]
+    queries = np.asarray(query_pos)
     table = {
         "image_id": image_id[queries],
         "variant": variant[queries],
         "path": catalog["path"].to_numpy()[queries],
-        "tp": found["tp"][rows, k],
-        "fp": found["fp"][rows, k],
-        "fn": found["fn"][rows, k],
-        "first_relevant_rank": pd.array(found["first_relevant_rank"][rows], dtype="Int64"),
+        "tp": found["tp"][:, k],
+        "fp": found["fp"][:, k],
+        "fn": found["fn"][:, k],
+        "first_relevant_rank": pd.array(found["first_relevant_rank"], dtype="Int64"),
     }
     table["first_relevant_rank"][table["first_relevant_rank"] == 0] = pd.NA
     for kind in ("relevant", "nonrelevant"):
-        at = found[f"nearest_{kind}_index"][rows]
+        at = found[f"nearest_{kind}_index"]
         rows_at = np.asarray(index_pos)[np.maximum(at, 0)]
-        table[f"nearest_{kind}_distance"] = found[f"nearest_{kind}"][rows]
+        table[f"nearest_{kind}_distance"] = found[f"nearest_{kind}"]
         table[f"nearest_{kind}_image_id"] = np.where(at >= 0, image_id[rows_at], None)
         table[f"nearest_{kind}_variant"] = np.where(at >= 0, variant[rows_at], None)
     return pd.DataFrame(table, columns=list(QUERY_COLUMNS))

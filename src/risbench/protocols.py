@@ -204,6 +204,7 @@ def run_many(
     device: str = "auto",
     beta: float = 1.0,
     top_k: int = 10,
+    per_query: bool = False,
 ) -> dict[str, metrics.SweepResult]:
     """Every protocol of ``protocol_names`` for one descriptor and distance:
     ``{protocol: result}`` in the order given, each result identical to a
@@ -216,7 +217,8 @@ def run_many(
     has the largest norm): then each runs its own. ``single-*`` protocols run
     their own (small) sweeps. ``seconds``: the time of the sweep that produced
     the result, so the shared sweep's time is reported on both ``all`` and
-    ``distractors``."""
+    ``distractors``. ``per_query``: each result also records its queries'
+    outcomes (:func:`risbench.metrics.sweep`'s ``per_query``)."""
     names = list(dict.fromkeys(protocol_names))
     if not names:
         raise ValueError("no protocol to run")
@@ -224,7 +226,7 @@ def run_many(
         parse(name)
     grid = {"bits": bits, "radius_step": radius_step, "radius_max": radius_max}
     options = {"exclude_self": exclude_self, "tile_mb": tile_mb, "device": device}
-    options.update(beta=beta, top_k=top_k)
+    options.update(beta=beta, top_k=top_k, per_query=per_query)
     results = {}
     if "all" in names and "distractors" in names:
         results = _all_and_distractors(catalog, matrices, distance, grid, options)

@@ -10,8 +10,9 @@
    - cosine on the float subset: cuBLAS and OpenBLAS round differently, so a
      pair within an ulp of a grid radius can change side; the counts must agree
      to within a few such pairs and the mean F1 to 1e-4;
-   - the per-query outcomes at the best radius (the GPU's array code against
-     the CPU kernel) on the exact data: every array equal.
+   - the per-query outcomes at the best radius on the exact data, recorded by
+     the GPU's sweep and from its own pass, against the CPU kernel's pass:
+     every array equal.
    Exit status 1 when an agreement check fails.
 
     python benchmarks/gpu_check_engine.py                      # on a CUDA machine
@@ -114,15 +115,25 @@ def compare(name, a, b, exact: bool) -> bool:
     return ok
 
 
-def compare_outcomes(name, x, g, distance, radius, device, bits=None) -> bool:
-    """Per-query outcomes (the GPU's array code against the CPU kernel) at one
-    radius: every array equal (exact data: integers or bit counts)."""
+def compare_outcomes(name, x, g, distance, radii, device, bits=None) -> bool:
+    """Per-query outcomes at the grid's best radius, as a benchmark job records
+    them in its sweep and from a pass of their own, on ``device`` (the GPU's
+    array code) against the CPU kernel's own pass: every array equal (exact
+    data: integers or bit counts)."""
     kw = dict(bits=bits, query_self=np.arange(len(x)))
-    a = outcomes.query_outcomes(x, g, x, g, distance, [radius], device=device, **kw)
-    b = outcomes.query_outcomes(x, g, x, g, distance, [radius], device="cpu", **kw)
-    differ = [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
-    print(f"  {name + ' outcomes':28s} {'differ in ' + ', '.join(differ) if differ else 'OK'}")
-    return not differ
+    swept = metrics.sweep(x, g, x, g, distance, radii, device=device, per_query=True, **kw)
+    at = [swept.best()["radius"]]
+    cpu = outcomes.query_outcomes(x, g, x, g, distance, at, device="cpu", **kw)
+    ok = True
+    for how, got in (
+        ("recorded", swept.per_query.at(at)),
+        ("own pass", outcomes.query_outcomes(x, g, x, g, distance, at, device=device, **kw)),
+    ):
+        differ = [k for k in cpu if not np.array_equal(got[k], cpu[k], equal_nan=True)]
+        verdict = "differ in " + ", ".join(differ) if differ else "OK"
+        print(f"  {name + ' outcomes, ' + how:28s} {verdict}")
+        ok &= not differ
+    return ok
 
 
 def main(argv=None) -> int:
@@ -148,16 +159,22 @@ def main(argv=None) -> int:
     print(f"agreement, n = {subset} ({device} against numpy)")
     x, g = codes(subset)
     hr = metrics.radius_grid("hamming", bits=576)
-    swept = run(x, g, "hamming", hr, device, 576)[0]
-    ok &= compare("hamming 576 bits", swept, run(x, g, "hamming", hr, "cpu", 576)[0], exact=True)
-    radius = swept.best()["radius"]
-    ok &= compare_outcomes("hamming 576 bits", x, g, "hamming", radius, device, 576)
+    ok &= compare(
+        "hamming 576 bits",
+        run(x, g, "hamming", hr, device, 576)[0],
+        run(x, g, "hamming", hr, "cpu", 576)[0],
+        exact=True,
+    )
+    ok &= compare_outcomes("hamming 576 bits", x, g, "hamming", hr, device, 576)
     x, g = integer_vectors(subset)
     er = metrics.radius_grid("euclidean", step=0.25, max_radius=64.0)
-    swept = run(x, g, "euclidean", er, device)[0]
-    ok &= compare("euclidean, integers", swept, run(x, g, "euclidean", er, "cpu")[0], exact=True)
-    radius = swept.best()["radius"]
-    ok &= compare_outcomes("euclidean, integers", x, g, "euclidean", radius, device)
+    ok &= compare(
+        "euclidean, integers",
+        run(x, g, "euclidean", er, device)[0],
+        run(x, g, "euclidean", er, "cpu")[0],
+        exact=True,
+    )
+    ok &= compare_outcomes("euclidean, integers", x, g, "euclidean", er, device)
     x, g = clustered(subset, args.d)
     (a, ta), (b, tb) = run(x, g, "cosine", radii, device), run(x, g, "cosine", radii, "cpu")
     ok &= compare(f"cosine, d={args.d}", a, b, exact=args.cpu_only)

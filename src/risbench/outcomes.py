@@ -35,7 +35,6 @@ separate pass the benchmark job used to run took 0.31 s.
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import pandas as pd
@@ -43,8 +42,6 @@ import pandas as pd
 from risbench import binning, metrics, protocols
 from risbench import distance as dist
 from risbench.results import QUERY_COLUMNS
-
-log = logging.getLogger("risbench")
 
 
 def query_outcomes(
@@ -205,13 +202,11 @@ class QueryRecorder:
         if np.any(j > p.R) or not np.array_equal(p.radii[np.minimum(j, p.R)], radii):
             raise ValueError(f"outcomes are recorded at the sweep's radii only, not at {radii}")
         limits = self.limits[j]
-        pair_rows = p.rel_rows
         found = {"retrieved": self.cum[rows][:, j].astype(np.int64)}
-        hits = self.rel_raw[:, None] <= limits[None, :]
-        found["tp"] = np.stack(
-            [np.bincount(pair_rows[hits[:, k]], minlength=p.nq)[rows] for k in range(len(j))],
-            axis=1,
-        ).reshape(len(rows), len(j))
+        found["tp"] = np.empty((len(rows), len(j)), dtype=np.int64)
+        for k, limit in enumerate(limits):
+            hit = self.rel_raw <= limit
+            found["tp"][:, k] = np.bincount(p.rel_rows[hit], minlength=p.nq)[rows]
         found["self_hit"] = p.has_self[rows, None] & (self.self_raw[rows, None] <= limits[None, :])
         found["nearest"], found["nearest_at"] = self.nearest[rows], self.nearest_at[rows]
         found["before"] = self.before[rows]

@@ -134,6 +134,16 @@ def test_a_sweep_records_the_outcomes_of_a_separate_pass(kind, exclude_self, pat
             np.testing.assert_array_equal(got[column], value[rows], err_msg=f"{name} {column}")
     with pytest.raises(ValueError, match="sweep's radii"):
         swept["every"].per_query.at([(radii[0] + radii[1]) / 2])
+    # the counts kept at two radii only: those read as before, the others refused
+    swept["every"].per_query.recorder.keep(at[1:])
+    assert swept["third"].per_query.recorder.cum.shape[1] == 2
+    got = swept["third"].per_query.at([at[2], at[1]])
+    for column, value in expected.items():
+        value = value[sets["third"]]
+        np.testing.assert_array_equal(got[column], value[:, [2, 1]] if value.ndim == 2 else value)
+    dropped = next(r for r in radii if r not in at[1:])
+    with pytest.raises(ValueError, match="sweep's radii"):
+        swept["prefix"].per_query.at([dropped])
 
 
 def edge_tile(dtype, rng):
@@ -209,6 +219,9 @@ def test_per_query_sums_are_the_sweeps_table_at_the_best_radius(binary, exclude_
     swept = protocols.run_many(catalog, matrices, names, metric, per_query=True, **options)
     best = {name: result.best()["radius"] for name, result in swept.items()}
     frames = outcomes.protocol_frames(catalog, swept, best)
+    shared = swept["all"].per_query.recorder  # (one sweep, its counts at the best radii)
+    assert shared is swept["distractors"].per_query.recorder
+    assert shared.cum.shape[1] == len({best["all"], best["distractors"]})
     assert list(frames) == names
     for name, result in swept.items():
         frame = frames[name]

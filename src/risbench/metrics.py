@@ -146,7 +146,8 @@ class SweepResult:
     dissimilar_hist: np.ndarray
     ranked_metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
-    # the per-query outcomes of the set's queries (sweep(per_query=True)), else None
+    # the per-query outcomes of the set's queries (sweep(per_query=True):
+    # outcomes.RecordedOutcomes), else None
     per_query: object = None
 
     def table(self) -> pd.DataFrame:
@@ -1071,7 +1072,7 @@ class _TileAccumulator:
         results = {name: s.result(*top) for name, s in self.sets.items()}
         if self.recorder is not None:
             for name, result in results.items():
-                result.per_query = self.recorder.subset(np.flatnonzero(self.sets[name].mask))
+                result.per_query = self.recorder.view(np.flatnonzero(self.sets[name].mask))
         return results
 
 
@@ -1139,7 +1140,8 @@ def sweep(
     ``per_query``: also record each query's outcomes
     (:class:`risbench.outcomes.QueryRecorder`, ``result.per_query.at(radii)``:
     those of :func:`risbench.outcomes.query_outcomes` at any radius of the
-    grid), at 4 bytes a query and radius.
+    grid), at 4 bytes a query and radius until ``result.per_query.recorder.keep``
+    drops the radii no one will read.
     """
     started = time.perf_counter()
     acc, tiles = _setup(

@@ -24,7 +24,8 @@ pass of its own over the pairs at any radii. On the CPU both use one kernel
 (:mod:`risbench.cpuoutcomes`) that handles a row at a time while it is in
 cache; the GPU runs the array code of :class:`_Chunk` on the whole tile.
 Memory: the sweep's, plus for a recording sweep 4 bytes a query and radius
-(the retrieved pairs at every radius) and one raw distance a relevant pair;
+(the retrieved pairs at every radius, until :meth:`QueryRecorder.keep` drops
+the radii no one will read) and one raw distance a relevant pair;
 for :func:`query_outcomes` the prepared index, one tile of at most
 ``tile_mb`` and per thread a mask of n bytes (on a GPU a float64 copy of
 the tile). Time (``benchmarks/bench_engine.py``, n = 7,000, 2 threads):
@@ -34,7 +35,7 @@ separate pass the benchmark job used to run took 0.31 s.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -149,14 +150,13 @@ class QueryRecorder:
     other images (the CPU kernel, or the GPU's array code).
 
     Memory: 4 bytes a query and radius (4 KB a query on the default 1,025
-    radii: 0.7 GB at 175,000 queries), one raw distance a relevant pair and
-    O(queries) more. ``rows``: the queries :meth:`at` reads (a query set's,
-    :meth:`subset`)."""
+    radii: 0.7 GB at 175,000 queries) until :meth:`keep` drops the radii no
+    one will read, one raw distance a relevant pair and O(queries) more."""
 
     def __init__(self, problem, limits: np.ndarray, raw) -> None:
         p = self.p = problem
         self.limits = np.asarray(limits)  # (host; the grid's, Binner.limit)
-        self.rows = np.arange(p.nq)
+        self.kept = np.arange(p.R + 1)  # the grid positions of cum's columns
         self.cum = np.empty((p.nq, p.R + 1), dtype=np.int32)
         self.rel_raw = np.empty(len(p.rel_cols), dtype=raw)
         self.self_raw = np.zeros(p.nq, dtype=raw)
@@ -187,22 +187,37 @@ class QueryRecorder:
         self.nearest[sl], self.nearest_at[sl] = found["nearest"], found["nearest_at"]
         self.before[sl] = found["before"]
 
-    def subset(self, rows: np.ndarray) -> QueryRecorder:
-        """The same records, :meth:`at` reading the queries ``rows`` only."""
-        view = copy.copy(self)
-        view.rows = np.asarray(rows, dtype=np.int64)
-        return view
+    def view(self, rows: np.ndarray) -> RecordedOutcomes:
+        """The records of the queries ``rows`` (a query set's)."""
+        return RecordedOutcomes(self, np.asarray(rows, dtype=np.int64))
 
-    def at(self, radii) -> dict[str, np.ndarray]:
-        """:func:`query_outcomes`'s outcomes of :attr:`rows` at each radius of
-        ``radii``, each one of the sweep's grid (a ValueError otherwise)."""
-        p, rows = self.p, self.rows
+    def keep(self, radii) -> None:
+        """Keeps the counts at ``radii`` (of the grid) and drops the others:
+        O(queries) memory from then on, and :meth:`at` reads those radii only."""
+        col = np.unique(self._columns(radii))
+        self.cum, self.kept = np.ascontiguousarray(self.cum[:, col]), self.kept[col]
+
+    def _columns(self, radii) -> np.ndarray:
+        """The columns of ``cum`` that hold ``radii`` (a ValueError when one is
+        not a radius of the grid, or one :meth:`keep` dropped)."""
+        p = self.p
         radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
-        j = np.searchsorted(p.radii, radii)
-        if np.any(j > p.R) or not np.array_equal(p.radii[np.minimum(j, p.R)], radii):
-            raise ValueError(f"outcomes are recorded at the sweep's radii only, not at {radii}")
+        j = np.minimum(np.searchsorted(p.radii, radii), p.R)
+        col = np.minimum(np.searchsorted(self.kept, j), len(self.kept) - 1)
+        if not (np.array_equal(p.radii[j], radii) and np.array_equal(self.kept[col], j)):
+            raise ValueError(
+                f"outcomes are recorded at the sweep's radii {p.radii[self.kept]} only, "
+                f"not at {radii}"
+            )
+        return col
+
+    def at(self, radii, rows) -> dict[str, np.ndarray]:
+        """:func:`query_outcomes`'s outcomes of the queries ``rows`` at each
+        radius of ``radii`` (recorded ones: :meth:`_columns`)."""
+        p, col = self.p, self._columns(radii)
+        j = self.kept[col]
         limits = self.limits[j]
-        found = {"retrieved": self.cum[rows][:, j].astype(np.int64)}
+        found = {"retrieved": self.cum[rows[:, None], col[None, :]].astype(np.int64)}
         found["tp"] = np.empty((len(rows), len(j)), dtype=np.int64)
         for k, limit in enumerate(limits):
             hit = self.rel_raw <= limit
@@ -216,6 +231,18 @@ class QueryRecorder:
         out["nearest_relevant"] /= p.scale
         out["nearest_nonrelevant"] /= p.scale
         return out
+
+
+@dataclass(frozen=True)
+class RecordedOutcomes:
+    """A query set's view of a :class:`QueryRecorder` (a sweep result's
+    ``per_query``): :meth:`at` reads its queries' outcomes."""
+
+    recorder: QueryRecorder
+    rows: np.ndarray
+
+    def at(self, radii) -> dict[str, np.ndarray]:
+        return self.recorder.at(radii, self.rows)
 
 
 class _Chunk:

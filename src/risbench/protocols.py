@@ -218,7 +218,9 @@ def run_many(
     their own (small) sweeps. ``seconds``: the time of the sweep that produced
     the result, so the shared sweep's time is reported on both ``all`` and
     ``distractors``. ``per_query``: each result also records its queries'
-    outcomes (:func:`risbench.metrics.sweep`'s ``per_query``)."""
+    outcomes at its best radius (:func:`risbench.metrics.sweep`'s
+    ``per_query``, the other radii dropped once its sweep is done: the
+    records of one sweep at a time take O(queries × radii) memory)."""
     names = list(dict.fromkeys(protocol_names))
     if not names:
         raise ValueError("no protocol to run")
@@ -229,12 +231,23 @@ def run_many(
     options.update(beta=beta, top_k=top_k, per_query=per_query)
     results = {}
     if "all" in names and "distractors" in names:
-        results = _all_and_distractors(catalog, matrices, distance, grid, options)
+        results = _keep_best(_all_and_distractors(catalog, matrices, distance, grid, options))
     for name in names:
         if name not in results:
             inputs = sweep_inputs(catalog, matrices, name, distance, **grid)
-            results[name] = metrics.sweep(distance=distance, **inputs, **options)
+            result = metrics.sweep(distance=distance, **inputs, **options)
+            results.update(_keep_best({name: result}))
     return {name: results[name] for name in names}
+
+
+def _keep_best(results: dict) -> dict:
+    """The results of one sweep, their per-query records (if any) kept at the
+    results' best radii only."""
+    recorded = [r for r in results.values() if r.per_query is not None]
+    if recorded:
+        best = [r.best()["radius"] for r in recorded]
+        recorded[0].per_query.recorder.keep(best)  # (one recorder a sweep)
+    return results
 
 
 def _all_and_distractors(catalog, matrices, distance, grid: dict, options: dict) -> dict:

@@ -233,7 +233,7 @@ class QueryRecorder:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordedOutcomes:
     """A query set's view of a :class:`QueryRecorder` (a sweep result's
     ``per_query``): :meth:`at` reads its queries' outcomes."""

@@ -794,8 +794,6 @@ class _TileAccumulator:
         parts = {name: _Part.of(s.mask, start, stop) for name, s in self.sets.items()}
         parts = {name: part for name, part in parts.items() if part is not None}
         self.count(t, finish, parts)
-        if self.recorder is not None:  # (before step 2 takes the queries out of cum)
-            self.recorder.add(start, stop, t.raw, t.cum, self.xp)
         self.relevant(t, parts)
         for name, part in parts.items():
             self.sets[name].add_distances(t, part)
@@ -878,9 +876,13 @@ class _TileAccumulator:
     def relevant(self, t: _Tile, parts: dict) -> None:
         """Step 2: tp per query and radius from the relevant pairs; the query's
         own pair moves the counts (relevant, or neither retrieved nor relevant
-        under ``exclude_self``); per set, the bins of its similar and self pairs."""
+        under ``exclude_self``); per set, the bins of its similar and self pairs.
+        A recording sweep's records take the pairs' distances and the counts
+        here, before the counts lose the queries themselves."""
         self._relevant_pairs_of(t)
         self._self_pairs_of(t)
+        if self.recorder is not None:
+            self.recorder.add(t.start, t.stop, t.raw, t.cum, t.rx, t.sx, self.xp)
         if self.numpy:
             self._score_rows(t, parts)
         else:

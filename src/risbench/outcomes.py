@@ -164,18 +164,16 @@ class QueryRecorder:
         self.nearest_at = np.full((p.nq, 2), -1, dtype=np.int64)
         self.before = np.zeros(p.nq, dtype=np.int64)
 
-    def add(self, start: int, stop: int, raw, cum, xp) -> None:
+    def add(self, start: int, stop: int, raw, cum, pair_raw, own_raw, xp) -> None:
         """Queries start:stop: ``raw`` their distances (raw units, on ``xp``;
         left as they are), ``cum`` their retrieved pairs per radius with the
-        query itself counted."""
+        query itself counted, ``pair_raw`` the distances of their relevant
+        pairs (in the problem's order), ``own_raw`` those of the queries in
+        the index with their own rows (the sweep's step 2 reads both)."""
         p, sl = self.p, slice(start, stop)
         self.cum[sl] = dist.to_numpy(cum)
-        a, z = int(p.rel_ptr[start]), int(p.rel_ptr[stop])
-        rr, rc = xp.asarray(p.rel_rows[a:z] - start), xp.asarray(p.rel_cols[a:z])
-        self.rel_raw[a:z] = dist.to_numpy(raw[rr, rc])
-        own = np.flatnonzero(p.has_self[sl])
-        cols = xp.asarray(p.query_self[sl][own])
-        self.self_raw[start + own] = dist.to_numpy(raw[xp.asarray(own), cols])
+        self.rel_raw[int(p.rel_ptr[start]) : int(p.rel_ptr[stop])] = dist.to_numpy(pair_raw)
+        self.self_raw[start + np.flatnonzero(p.has_self[sl])] = dist.to_numpy(own_raw)
         if dist.is_numpy(xp):
             from risbench import cpuoutcomes
 

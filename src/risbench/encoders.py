@@ -123,12 +123,13 @@ class Encoder:
 
     # -- the file: an .npz of plain arrays (read without pickle) and a JSON `meta`
     def save(self, path) -> None:
-        """Writes the encoder file atomically (a temporary file renamed into place)."""
+        """Writes the encoder file atomically (:func:`risbench.files.write_atomic`)."""
         import json
-        import os
         from pathlib import Path
 
         import numpy as np
+
+        from risbench import files
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +140,8 @@ class Encoder:
             "method": self.method,
             "size": self.size,
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as out:
-            np.savez(out, meta=np.array(json.dumps(meta, sort_keys=True)), **self.arrays)
-        os.replace(tmp, path)
+        meta = np.array(json.dumps(meta, sort_keys=True))
+        files.write_atomic(path, lambda out: np.savez(out, meta=meta, **self.arrays))
 
     @classmethod
     def load(cls, path) -> Encoder:

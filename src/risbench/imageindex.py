@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from risbench import distance as dist
-from risbench import encoders, results, search
+from risbench import encoders, files, results, search
 
 FORMAT = "risbench image index"
 FORMAT_VERSION = 1
@@ -399,10 +399,11 @@ class ImageIndex:
 
     # -- the file
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the index file atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        """Writes the index file atomically (:func:`risbench.files.write_atomic`)."""
+        files.write_atomic(path, self._write_archive)
+
+    def _write_archive(self, out) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("header.json", json.dumps(self.header, indent=1))
             if self.descriptor.kind == "rv":
                 buffer = io.BytesIO()
@@ -412,7 +413,6 @@ class ImageIndex:
                 archive.writestr("faiss.index", search.serialize(self.rows))
             if self.encoder_bytes is not None:
                 archive.writestr(ENCODER_MEMBER, self.encoder_bytes)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, descriptor: str | None = None, encoder=None):

@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,6 +85,8 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
+from risbench import files
 
 __all__ = [
     "MODIFICATIONS",
@@ -844,16 +845,9 @@ def apply(variant: str, image: Image.Image, *, for_jpeg: bool = False) -> Image.
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Writes through ``write(file)`` into a temporary file, then renames it to ``path``;
-    streaming into the file keeps no encoded copy of the image in memory."""
+    """:func:`risbench.files.write_atomic`, into its folder made if need be."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fp:
-            write(fp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_atomic(path, write)
 
 
 def _modified_for_save(name: str, image: Image.Image, for_jpeg: bool) -> Image.Image:

@@ -146,12 +146,7 @@ class Encoder:
     @classmethod
     def load(cls, path) -> Encoder:
         """Reads an encoder file; :class:`EncoderError` naming the file and why."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise EncoderError(f"{path}: no such encoder file") from None
-        return cls.from_bytes(data, path)
+        return read_file(path)[1]
 
     @classmethod
     def from_bytes(cls, data: bytes, path="encoder") -> Encoder:
@@ -160,23 +155,35 @@ class Encoder:
 
         import numpy as np
 
+        from risbench import files
+
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 meta = json.loads(str(npz["meta"]))
                 arrays = {key: npz[key] for key in npz.files if key != "meta"}
         except Exception as error:  # zip, npy or JSON errors all mean: not an encoder file
             raise EncoderError(f"{path}: not a risbench encoder file ({error})") from None
-        if meta.get("format") != ENCODER_FORMAT:
-            raise EncoderError(f"{path}: not a risbench encoder file")
-        if meta.get("format_version") != ENCODER_FORMAT_VERSION:
-            raise EncoderError(
-                f"{path}: encoder format version {meta.get('format_version')}, this risbench "
-                f"reads version {ENCODER_FORMAT_VERSION}; rerun the compress stage"
-            )
+        advice = "rerun the compress stage"
+        files.check_format(
+            meta, ENCODER_FORMAT, ENCODER_FORMAT_VERSION, path=path, kind="encoder",
+            advice=advice, error=EncoderError,
+        )  # fmt: skip
         method, size = meta["method"], int(meta["size"])
         if method not in ENCODER_ARRAYS or set(arrays) != set(ENCODER_ARRAYS[method]):
             raise EncoderError(f"{path}: {method} encoder with arrays {sorted(arrays)}")
         return cls(method, size, arrays, meta)
+
+
+def read_file(path) -> tuple[bytes, Encoder]:
+    """An encoder file's bytes (what its SHA-256 identifies) and its
+    :class:`Encoder`; :class:`EncoderError` naming the file and why."""
+    from pathlib import Path
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise EncoderError(f"{path}: no such encoder file") from None
+    return data, Encoder.from_bytes(data, path)
 
 
 def encoder_sha256(data: bytes) -> str:

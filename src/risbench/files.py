@@ -1,5 +1,6 @@
-"""Files: the one SHA-256 helper for source images, archives and weights, and
-the one atomic write of a file risbench makes (images, encoders, indexes)."""
+"""Files: the one SHA-256 helper for source images, archives and weights, the
+one atomic write of a file risbench makes (images, encoders, indexes), and the
+one check of a versioned risbench file's format (encoders, indexes)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_format(header: dict, name: str, version: int, *, path, kind: str, advice: str, error):
+    """Raises ``error`` (naming ``path``) unless ``header`` gives the format
+    ``name`` at ``version``; a file of another version is told ``advice``."""
+    if header.get("format") != name:
+        raise error(f"{path}: not a risbench {kind} file")
+    if header.get("format_version") != version:
+        raise error(
+            f"{path}: {kind} format version {header.get('format_version')}, this risbench "
+            f"reads version {version}; {advice}"
+        )

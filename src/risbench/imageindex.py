@@ -186,19 +186,8 @@ class _Describer:
 # --------------------------------------------------------------------------- encoders
 
 
-def read_encoder(path) -> tuple[bytes, object]:
-    """An encoder file's bytes and its :class:`risbench.encoders.Encoder`."""
-
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise encoders.EncoderError(f"{path}: no such encoder file") from None
-    return data, encoders.Encoder.from_bytes(data, path)
-
-
 def encoder_identity(data: bytes, encoder, origin) -> dict:
     """What an index records of its encoder: SHA-256, descriptor, source, file read."""
-
     meta = encoder.meta
     return {
         "sha256": encoders.encoder_sha256(data),
@@ -283,7 +272,7 @@ class ImageIndex:
             raise ValueError(f"the radius must be a finite number >= 0, not {radius}")
         if (d.source is None) != (encoder is None):
             raise ValueError(f"{d.name}: --encoder is for, and needed by, a compact code")
-        data, fitted = read_encoder(encoder) if encoder is not None else (None, None)
+        data, fitted = encoders.read_file(encoder) if encoder is not None else (None, None)
         describer = _Describer(d, fitted)
         if fitted is not None:
             check_encoder(d, fitted, encoder, describer.attrs)
@@ -342,7 +331,6 @@ class ImageIndex:
 
     def encoder(self):
         """A compact code's kept encoder (None for other descriptors)."""
-
         if self.encoder_bytes is None:
             return None
         return encoders.Encoder.from_bytes(self.encoder_bytes, ENCODER_MEMBER)
@@ -354,7 +342,7 @@ class ImageIndex:
             raise IndexError_(
                 f"an index of {self.descriptor.name}, not of a compact code: it has no encoder"
             )
-        data, fitted = read_encoder(path)
+        data, fitted = encoders.read_file(path)
         given = encoder_identity(data, fitted, path)
         if given["sha256"] != built["sha256"]:
             raise IndexError_(
@@ -464,13 +452,10 @@ def _check_kept_encoder(path, header: dict, data: bytes | None) -> None:
 
 
 def _check_header(path, header: dict, descriptor: str | None) -> None:
-    if header.get("format") != FORMAT:
-        raise IndexError_(f"{path}: not a risbench index file")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise IndexError_(
-            f"{path}: index format version {header.get('format_version')}, this risbench "
-            f"reads version {FORMAT_VERSION}; rebuild it with risbench index"
-        )
+    advice = "rebuild it with risbench index"
+    files.check_format(
+        header, FORMAT, FORMAT_VERSION, path=path, kind="index", advice=advice, error=IndexError_
+    )
     here = _versions()
     for library, version in here.items():
         built = header.get("versions", {}).get(library)

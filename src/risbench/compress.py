@@ -32,7 +32,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from risbench import encoders
+from risbench import encoders, files
 
 log = logging.getLogger("risbench")
 
@@ -249,8 +249,7 @@ def write_encoders(fitted: dict, paths: dict[str, str], source_attrs: dict, spec
     for name, encoder in fitted.items():
         encoder.meta.update(encoder_meta(name, spec["methods"][name], source_attrs, spec))
         encoder.save(paths[name])
-        with open(paths[name], "rb") as f:
-            digests[name] = encoders.encoder_sha256(f.read())
+        digests[name] = files.sha256_file(paths[name])  # (encoders.encoder_sha256's value)
     return digests
 
 

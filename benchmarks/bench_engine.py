@@ -34,10 +34,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+# risbench before NumPy, as in a job: it sets how long OpenBLAS's idle threads spin
+import risbench  # noqa: E402, F401, I001
 
+import numpy as np  # noqa: E402
 from risbench import cpukernels, metrics  # noqa: E402
 from risbench import distance as dist  # noqa: E402
 

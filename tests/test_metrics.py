@@ -735,6 +735,37 @@ def test_kernel_threads_follow_the_job(monkeypatch):
         cpukernels.job_threads()
 
 
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((), np.int64), ((3,), np.float32), ((512,), np.uint32), ((4, 1027), np.int32), ((7,), bool)],
+)
+def test_threads_scratch_parts_share_no_cache_line(shape, dtype):
+    scratch = cpukernels.thread_scratch(3, shape, dtype)
+    parts = [scratch[t, 0, ...] for t in range(3)]  # (views, 0-d ones too)
+    for part in parts:
+        assert part.shape == shape and part.dtype == dtype
+        assert part.flags.c_contiguous and not part.any()
+    for a, b in zip(parts, parts[1:], strict=False):
+        assert b.ctypes.data - (a.ctypes.data + a.nbytes) >= 128  # a line and its pair
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "4"), ("12", "12")])
+def test_importing_risbench_stops_openblas_idle_spin_unless_set(preset, expected):
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it: importing
+    risbench first (as the CLI does) sets it, without overriding a user's."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = "import risbench, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
 def test_rejects_bad_arguments():
     x = np.ones((3, 2), np.float32)
     g = np.arange(3)

@@ -181,7 +181,7 @@ def _float_shares(x, xi, fin, limits, queries, hidden, kept, out):
     threads, rows = hidden.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _float_outcomes(x, xi, fin, limits, queries, (hidden[t], kept[t]), i0, i1, out)
+        _float_outcomes(x, xi, fin, limits, queries, (hidden[t, 0], kept[t, 0]), i0, i1, out)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -189,7 +189,7 @@ def _count_shares(x, words, limits, queries, hidden, kept, out):
     threads, rows = hidden.shape[0], x.shape[0]
     for t in prange(threads):
         i0, i1 = t * rows // threads, (t + 1) * rows // threads
-        _count_outcomes(x, words, limits, queries, (hidden[t], kept[t]), i0, i1, out)
+        _count_outcomes(x, words, limits, queries, (hidden[t, 0], kept[t, 0]), i0, i1, out)
 
 
 def outcome_rows(x, q0: int, limits, relevant, query_self, finish=None) -> dict:
@@ -211,8 +211,8 @@ def outcome_rows(x, q0: int, limits, relevant, query_self, finish=None) -> dict:
     integer = x.dtype.kind in "iu"
     lims = np.asarray(limits, dtype=np.int64 if integer else x.dtype)  # (exact: raw values)
     threads = min(ck._use_job_threads(), max(1, rows))
-    hidden = np.zeros((threads, n), dtype=np.bool_)
-    kept = np.empty((threads, int(np.diff(ptr).max(initial=0)) + 1), dtype=x.dtype)
+    hidden = ck.thread_scratch(threads, (n,), np.bool_)
+    kept = ck.thread_scratch(threads, (int(np.diff(ptr).max(initial=0)) + 1,), x.dtype)
     counts = np.zeros((rows, 3, len(lims)), dtype=np.int64)
     near = np.empty((rows, 2))
     at = np.empty((rows, 2), dtype=np.int64)
@@ -227,7 +227,7 @@ def outcome_rows(x, q0: int, limits, relevant, query_self, finish=None) -> dict:
     args += (lims, (q0, ptr, cols, own, _hidden_value(x.dtype)))
     out = (counts, near, at, before)
     if threads == 1:
-        serial(*args, (hidden[0], kept[0]), 0, rows, out)
+        serial(*args, (hidden[0, 0], kept[0, 0]), 0, rows, out)
     else:
         with ck._LAUNCH:
             parallel(*args, hidden, kept, out)

@@ -766,6 +766,36 @@ def test_importing_risbench_stops_openblas_idle_spin_unless_set(preset, expected
     assert out.stdout.strip() == expected
 
 
+@pytest.mark.parametrize(
+    "preset, expected",
+    [({}, "omp passive"), ({"NUMBA_THREADING_LAYER": "workqueue"}, "workqueue unset")],
+)
+def test_kernels_run_on_openmp_waiting_passively_unless_told(preset, expected):
+    """numba's OpenMP layer with sleeping workers (the workqueue's did not run
+    side by side, spinning ones take the BLAS threads' cores); a layer named
+    by the user wins."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+    except ImportError:  # (no OpenMP here: the workqueue is the fallback)
+        expected = expected.replace("omp", "workqueue")
+    drop = {"OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"}
+    env = {k: v for k, v in os.environ.items() if k not in drop} | preset
+    env["OMP_NUM_THREADS"] = "2"
+    code = (
+        "import os, numba, numpy as np; from risbench import metrics; "
+        "x = np.random.rand(300, 8).astype(np.float32); g = np.arange(300) // 3; "
+        "metrics.sweep(x, g, x, g, 'cosine', [0.1, 0.2], device='cpu'); "
+        "print(numba.threading_layer(), os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
 def test_rejects_bad_arguments():
     x = np.ones((3, 2), np.float32)
     g = np.arange(3)

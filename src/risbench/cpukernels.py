@@ -30,15 +30,19 @@ from numba.extending import intrinsic
 
 from risbench import distance as dist
 
-# Numba's OpenMP layer (its default here) keeps its workers spinning after each
-# kernel, taking cores from the BLAS threads of the next matrix product; the
-# workqueue layer's workers sleep. Sweeps of n = 7,000 at d = 512 on 2 cores:
-# 0.47 s against 0.41 s with the workqueue when the machine was otherwise
-# quiet, 3.1 s (up to 7.8 s) against 1.0 s when it was busy. The workqueue
-# serves one launching thread at a time, as the sweep is. NUMBA_THREADING_LAYER,
-# when set, wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# Numba's threading layer: OpenMP, its workers waiting passively. By default
+# they spin after each kernel, taking the cores of the next matrix product's
+# BLAS threads (sweeps of n = 7,000 at d = 512 on 2 cores: 3.1 s, up to 7.8 s,
+# against 1.0 s when the machine was busy); passive, they sleep at once and a
+# launch wakes them in microseconds. The workqueue layer's workers did not run
+# side by side here: a 1.8 ms kernel took as long on 2 threads as on 1, and a
+# sweep's counting kernel 29 ms against 19 on OpenMP. libgomp reads
+# OMP_WAIT_POLICY when it loads (at the first parallel kernel); a value already
+# set wins, and so do NUMBA_THREADING_LAYER(_PRIORITY). The workqueue is the fallback
+# where numba has no OpenMP (numba wants every layer in the order; TBB last)...
+if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 # ... and would abort the process on launches from two Python threads at once
 # (sweeps run from a thread pool): parallel launches take turns.
 _LAUNCH = threading.Lock()

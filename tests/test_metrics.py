@@ -878,6 +878,16 @@ def first_tile(acc, tiles):
     return t, finish, parts
 
 
+def test_score_kernel_sorts_a_rows_relevant_bins_as_numpy():
+    """By insertion up to 32 values, numba's sort beyond: both np.sort's order."""
+    rng = np.random.default_rng(11)
+    for size in [0, 1, 2, 5, 31, 32, 33, 70]:
+        a = rng.integers(0, 9, size)  # (ties)
+        got = a.copy()
+        cpukernels._sort_few(got)
+        assert np.array_equal(got, np.sort(a))
+
+
 def test_count_step_counts_retrieved_pairs_per_query():
     """Step 1 alone: retrieved counts per query and radius, row sums and maximum,
     against the distances of distance.pairwise; with step 2 (on the CPU its

@@ -888,6 +888,43 @@ def test_score_kernel_sorts_a_rows_relevant_bins_as_numpy():
         assert np.array_equal(got, np.sort(a))
 
 
+def nearest_beyond_grid_reference(row, own, k, low):
+    """The NumPy code the kernel replaced: a row's k nearest other pairs (ties
+    included) and its pairs at most ``low``, the query itself in neither."""
+    row = row.astype(np.float64)
+    if own >= 0:
+        row[own] = np.inf
+    finite = np.isfinite(row)
+    if int(finite.sum()) <= k:
+        return np.flatnonzero(finite | (row <= low))
+    return np.flatnonzero(row <= max(np.partition(row, k - 1)[k - 1], low))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k", [1, 3, 10, 64, 65, 200])
+def test_nearest_beyond_grid_as_numpy(k, threads, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+    rng = np.random.default_rng(k)
+    for dtype in (np.float32, np.uint16):
+        x = rng.integers(0, 40, (30, 150)).astype(dtype)  # (many ties)
+        x[29] = rng.permutation(150)  # (no ties; its own pair the nearest)
+        x[29, 3] = 0
+        if dtype == np.float32:
+            x[3, ::7] = np.inf  # (fewer finite values than k for large k)
+            x[4, 100:] = np.inf
+        rows = np.array([0, 2, 3, 4, 5, 11, 29])
+        own = np.array([5, -1, 0, 149, -1, 7, 3])
+        low = np.array([-np.inf, 20.0, 2.0, -np.inf, 39.0, 0.0, 25.0])
+        at, cols, values = cpukernels.nearest_beyond_grid(x, rows, own, k, low)
+        for i, r in enumerate(rows):
+            expected = nearest_beyond_grid_reference(x[r], own[i], k, low[i])
+            assert np.array_equal(cols[at == i], expected), (dtype, r)
+            assert np.array_equal(values[at == i], x[r, expected].astype(np.float64))
+    narrow = np.zeros((2, 5), np.float32)  # (rows shorter than k)
+    at, cols, _ = cpukernels.nearest_beyond_grid(narrow, [0, 1], [2, -1], 7, [-np.inf] * 2)
+    assert at.tolist() == [0] * 4 + [1] * 5 and cols.tolist() == [0, 1, 3, 4, 0, 1, 2, 3, 4]
+
+
 def test_count_step_counts_retrieved_pairs_per_query():
     """Step 1 alone: retrieved counts per query and radius, row sums and maximum,
     against the distances of distance.pairwise; with step 2 (on the CPU its

@@ -632,6 +632,114 @@ def pick_candidates(x, cum, k, table, level):
     return rows, cols, vals
 
 
+# A row whose k-th nearest lies beyond the grid has no bin to pick up to: its k
+# nearest come from a pass of their own. Up to _FEW_NEAREST, a sorted buffer
+# that a value enters only when it beats the k-th so far, 64 columns at a time
+# (a block with nothing below the k-th is skipped after one vectorised test);
+# beyond, numba's np.partition on a copy of the row.
+_FEW_NEAREST = 64
+
+
+@numba.njit
+def _insert_nearest(buf, m, k, v):
+    """Inserts v into the ascending buf[:m] (m ≤ k), dropping the k+1-th;
+    returns the new m."""
+    i = m if m < k else k - 1
+    while i > 0 and buf[i - 1] > v:
+        buf[i] = buf[i - 1]
+        i -= 1
+    buf[i] = v
+    return min(m + 1, k)
+
+
+@numba.njit
+def _kth_nearest(row, own, k, buf):
+    """The k-th smallest finite value of ``row`` without its column ``own``
+    (-1: none), in float64; inf when the row has fewer than k. ``buf``:
+    scratch of at least min(k, _FEW_NEAREST) values."""
+    if k > row.shape[0]:
+        return np.inf
+    if k > _FEW_NEAREST:
+        copy = row.astype(np.float64)
+        if own >= 0:
+            copy[own] = np.inf
+        return np.partition(copy, k - 1)[k - 1]
+    m = 0  # values in buf[:m], ascending
+    for a in range(0, row.shape[0], 64):
+        blk = row[a : a + 64]
+        if m == k:
+            below = False
+            for j in range(blk.shape[0]):  # vectorised
+                below |= blk[j] < buf[k - 1]
+            if not below:
+                continue
+        for j in range(blk.shape[0]):
+            v = np.float64(blk[j])
+            if a + j != own and v < np.inf and (m < k or v < buf[k - 1]):
+                m = _insert_nearest(buf, m, k, v)
+    return buf[k - 1] if m == k else np.inf
+
+
+@numba.njit
+def _nearest_rows(x, rows, own, k, low, found, out, buf, i0, i1):
+    """Rows i0:i1 of :func:`nearest_beyond_grid`. First pass (``out`` without
+    rows): each row's limit (its k-th nearest, or its ``low`` beyond) into
+    ``found[0]``, and its pairs up to it, its own included, into
+    ``found[1][i + 1]``; second pass: those pairs into ``out`` from
+    ``found[1][i]`` (the counts summed)."""
+    lim, start = found
+    cols, vals = out
+    for i in range(i0, i1):
+        row = x[rows[i]]
+        if cols.shape[0] == 0:
+            kth = _kth_nearest(row, own[i], k, buf)
+            # (fewer than k: every finite value, as the largest float keeps them)
+            lim[i] = max(kth if kth < np.inf else np.finfo(np.float64).max, low[i])
+            start[i + 1] = _scan_row(row, lim[i], cols, vals, 0, 0)
+        else:
+            _scan_row(row, lim[i], cols, vals, start[i], start[i + 1])
+
+
+@numba.njit(parallel=True, cache=True)
+def _nearest_shares(x, rows, own, k, low, found, out, bufs):
+    threads = bufs.shape[0]
+    for t in prange(threads):
+        i0, i1 = t * rows.shape[0] // threads, (t + 1) * rows.shape[0] // threads
+        _nearest_rows(x, rows, own, k, low, found, out, bufs[t, 0], i0, i1)
+
+
+def nearest_beyond_grid(x, rows, own, k: int, low) -> tuple:
+    """For the rows ``rows`` of the distances ``x`` (raw units) whose k-th
+    nearest lies beyond the grid: their k nearest other pairs (ties
+    included) and their pairs at most ``low`` (per row, float64; -inf: none),
+    ``own`` (per row) the query's own column, never kept (-1: none). Returns
+    (positions in ``rows``, columns ascending within a row, float64 values)."""
+    if k < 1:
+        raise ValueError(f"nearest_beyond_grid: k must be at least 1, not {k}")
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    own = np.ascontiguousarray(own, dtype=np.int64)
+    low = np.ascontiguousarray(low, dtype=np.float64)
+    threads = min(_use_job_threads(), max(1, rows.size))
+    bufs = thread_scratch(threads, (min(k, _FEW_NEAREST),), np.float64)
+    found = (np.empty(rows.size), np.zeros(rows.size + 1, dtype=np.int64))
+
+    def run(out: tuple) -> None:
+        if threads == 1:
+            _nearest_rows(x, rows, own, k, low, found, out, bufs[0, 0], 0, rows.size)
+        else:
+            with _LAUNCH:
+                _nearest_shares(x, rows, own, k, low, found, out, bufs)
+
+    run((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=x.dtype)))
+    start = np.cumsum(found[1], out=found[1])
+    cols, vals = np.empty(start[-1], dtype=np.int64), np.empty(start[-1], dtype=x.dtype)
+    if start[-1]:
+        run((cols, vals))
+    at = np.repeat(np.arange(rows.size), np.diff(start))
+    keep = cols != own[at]  # (the query itself)
+    return at[keep], cols[keep], vals[keep].astype(np.float64)
+
+
 @numba.njit(cache=True)
 def _before(v, rel, c, a, b):
     """Whether candidate a ranks before b: distance, then irrelevant first,

@@ -992,10 +992,10 @@ class _TileAccumulator:
             values = t.raw[cr, cc]
         qs, cs = [dist.to_numpy(cr) + t.start], [dist.to_numpy(cc)]
         vs = [dist.to_numpy(values)]
-        for r in np.flatnonzero(dist.to_numpy(kth) > p.R):
-            limit = float(self.binner.limit[lowest[r]]) if lowest[r] >= 0 else -np.inf
-            cols, values = self._nearest_beyond_grid(t, int(r), limit)
-            qs.append(np.full(cols.size, t.start + r))
+        beyond = np.flatnonzero(dist.to_numpy(kth) > p.R)
+        if beyond.size:
+            rows, cols, values = self._nearest_beyond_grid(t, beyond, lowest[beyond])
+            qs.append(rows + t.start)
             cs.append(cols)
             vs.append(values)
         q = np.concatenate(qs).astype(np.int64)
@@ -1004,21 +1004,22 @@ class _TileAccumulator:
         rel = _in_group(p.igc, p.qgc, p.members, p.n_groups, q, c)
         return _Candidates(q, c, v, rel, c == p.query_self[q])
 
-    def _nearest_beyond_grid(self, t: _Tile, r: int, low_limit: float):
-        """Candidates of a query whose k-th nearest lies beyond the grid: its k
-        nearest other images (ties included) and its pairs at most ``low_limit``
-        (the query itself is neither a ranked nor a dissimilar candidate)."""
-        p, k = self.p, self.k
-        row = dist.to_numpy(t.raw[r]).astype(np.float64)
-        if p.has_self[t.start + r]:
-            row[p.query_self[t.start + r]] = np.inf
-        finite = np.isfinite(row)
-        if int(finite.sum()) <= k:
-            cols = np.flatnonzero(finite | (row <= low_limit))
+    def _nearest_beyond_grid(self, t: _Tile, rows: np.ndarray, lowest: np.ndarray):
+        """Candidates of the tile rows ``rows``, whose k-th nearest lies beyond
+        the grid: their k nearest other images (ties included) and their pairs
+        at most the limit of bin ``lowest`` (their sets' nearest dissimilar
+        pair; -1: none). The query itself is neither a ranked nor a dissimilar
+        candidate. (A kernel on the host: the GPU sends it those rows.)"""
+        p, queries = self.p, rows + t.start
+        own = np.where(p.has_self[queries], p.query_self[queries], -1)
+        limits = dist.to_numpy(self.binner.limit).astype(np.float64)
+        low = np.where(lowest >= 0, limits[np.maximum(lowest, 0)], -np.inf)
+        if self.numpy:
+            x, at = t.raw, rows
         else:
-            kth_value = np.partition(row, k - 1)[k - 1]
-            cols = np.flatnonzero(row <= max(kth_value, low_limit))
-        return cols, dist.to_numpy(t.raw[r]).astype(np.float64)[cols]
+            x, at = dist.to_numpy(t.raw[self.xp.asarray(rows)]), np.arange(rows.size)
+        r, cols, values = cpukernels.nearest_beyond_grid(x, at, own, self.k, low)
+        return rows[r], cols, values
 
     def extremes(self, t: _Tile, parts: dict, cand: _Candidates) -> None:
         """Step 5, per set: the dissimilar minimum among the candidates, and the

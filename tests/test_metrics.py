@@ -619,7 +619,7 @@ def test_kernel_equals_numpy_counter_on_boundary_heavy_data(grid):
     np.testing.assert_allclose(rowsum, exact, rtol=1e-12)
 
 
-@pytest.mark.parametrize("distance", ["cosine", "euclidean", "hamming"])
+@pytest.mark.parametrize("distance", ["cosine", "angular", "euclidean", "hamming"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_kernel_finishes_products_as_numpy_does(distance, threads, monkeypatch):
     """Products turned into distances inside the counting kernel are bit for bit

@@ -404,3 +404,18 @@ def test_benchmark_command_writes_outcomes_and_lists_them(tmp_path):
         pd.testing.assert_frame_equal(written, expected)
     with pytest.raises(SystemExit, match=r"--queries of \['single-rotate'\]"):
         cli.main([*base, *args, *outputs, "--queries", f"single-rotate={tmp_path / 'x'}"])
+
+
+def test_outcome_kernels_caches_follow_the_counting_kernels_file():
+    """The outcome kernels compile cpukernels' helpers into themselves; numba
+    keys a cache on the defining file only, so each cached kernel's stamp
+    also holds cpukernels.py's digest (a change there recompiles them). This
+    fails if numba's cache internals move and the stamp is no longer set."""
+    import hashlib
+
+    from risbench import cpukernels, cpuoutcomes
+
+    digest = hashlib.sha256(Path(cpukernels.__file__).read_bytes()).digest()
+    kernels = [cpuoutcomes._float_outcomes, cpuoutcomes._count_shares, cpuoutcomes._min_bits]
+    for kernel in kernels:
+        assert kernel._cache._cache_file._source_stamp[1] == digest

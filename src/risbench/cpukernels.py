@@ -50,9 +50,10 @@ _LAUNCH = threading.Lock()
 # Binner modes as the kernel sees them (risbench.binning.Binner.mode).
 MODES = {"dyadic": 0, "uniform": 1, "search": 2}
 # Distances whose products the float kernel turns into distances itself
-# (_finish_row). Angular is not among them: numba's float32 arccos (libm)
-# differs from NumPy's (SIMD) in the last bit for 6 % of inputs.
-FINISH = {"cosine": 1, "euclidean": 3}
+# (_finish_row). Angular's arrive as angles: numba's float32 arccos (libm's)
+# differs from NumPy's (SIMD) in the last bit for 6 % of inputs, so NumPy's
+# runs first (distance._RawTiles.finish) and the kernel divides by π.
+FINISH = {"cosine": 1, "angular": 2, "euclidean": 3}
 # Columns binned per block: the block's bins stay in L1 between the (vectorised)
 # binning loop and the (scalar) histogram loop.
 _BLOCK = 512
@@ -194,17 +195,21 @@ def _cumulate(hists, upto, cum_row):
 # (fastmath=False stated: a callee not stating it inherits its caller's flags)
 @numba.njit(cache=True, fastmath=False)
 def _finish_row(row, fin, isq, qsq, cols):
-    """Matrix products to distances in place (``fin``: FINISH's codes), as
-    ``distance._to_distance`` does with NumPy: the same float32 operations in
-    the same order, no fast-math flags (no FMA contraction, no
-    reassociation), then exactly 0 at the columns ``cols`` (bit-identical
-    rows)."""
+    """Matrix products (angular: their angles) to distances in place
+    (``fin``: FINISH's codes), as ``distance._to_distance`` does with NumPy:
+    the same float32 operations in the same order, no fast-math flags (no FMA
+    contraction, no reassociation), then exactly 0 at the columns ``cols``
+    (bit-identical rows)."""
     n = row.shape[0]
     zero, one, two = row.dtype.type(0), row.dtype.type(1), row.dtype.type(-2)
     if fin == 1:  # cosine: 1 - s, floored at 0 (|s| > 1 by rounding)
         for j in range(n):
             v = one - row[j]
             row[j] = v if v >= zero else zero
+    elif fin == 2:  # angular: angle × float32(1/π)
+        inv_pi = row.dtype.type(0.3183098861837907)
+        for j in range(n):
+            row[j] = row[j] * inv_pi
     elif fin == 3:  # euclidean: sqrt(max((s · -2 + |i|²) + |q|², 0))
         for j in range(n):
             v = (row[j] * two + isq[j]) + qsq

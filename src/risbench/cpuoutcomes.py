@@ -2,8 +2,8 @@
 
 Per query row of a tile, while the row is in cache (threads over rows, as
 :func:`risbench.cpukernels.count_rows`): the row is finished into distances
-(the sweep kernel's own code: cosine and euclidean products, hamming XOR +
-popcount), then one pass per radius counts the retrieved pairs, the
+(the sweep kernel's own code: cosine and euclidean products, angular angles,
+hamming XOR + popcount), then one pass per radius counts the retrieved pairs, the
 relevant pairs and the query's own pair are read at their columns, the
 relevant and own columns are hidden, and two more passes find the nearest
 other image and count those at most as far as the nearest relevant one (the
@@ -15,6 +15,9 @@ to the same answers.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -239,3 +242,21 @@ def outcome_rows(x, q0: int, limits, relevant, query_self, finish=None) -> dict:
         "nearest_at": at,
         "before": before,
     }
+
+
+def _stamp_caches_with_helpers() -> None:
+    """numba keys a cached kernel on the file that defines it, yet these kernels
+    compile cpukernels' helpers into themselves: after a change to
+    cpukernels.py alone, they would load stale code (wrong answers, silently).
+    Their cache's source stamp takes a digest of cpukernels.py too, so numba
+    recompiles them then. (numba internals: skipped if they move.)"""
+    helpers = hashlib.sha256(Path(ck.__file__).read_bytes()).digest()
+    for kernel in list(globals().values()):
+        try:
+            cache_file = kernel._cache._cache_file
+            cache_file._source_stamp = (cache_file._source_stamp, helpers)
+        except AttributeError:
+            continue
+
+
+_stamp_caches_with_helpers()

@@ -685,7 +685,7 @@ def _kth_nearest(row, own, k, buf):
     return buf[k - 1] if m == k else np.inf
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _nearest_rows(x, rows, own, k, low, found, out, buf, i0, i1):
     """Rows i0:i1 of :func:`nearest_beyond_grid`. First pass (``out`` without
     rows): each row's limit (its k-th nearest, or its ``low`` beyond) into

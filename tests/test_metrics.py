@@ -749,21 +749,25 @@ def test_threads_scratch_parts_share_no_cache_line(shape, dtype):
         assert b.ctypes.data - (a.ctypes.data + a.nbytes) >= 128  # a line and its pair
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "4"), ("12", "12")])
-def test_importing_risbench_stops_openblas_idle_spin_unless_set(preset, expected):
-    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it: importing
-    risbench first (as the CLI does) sets it, without overriding a user's."""
+def python_output(code: str, drop: set, preset: dict) -> str:
+    """What ``python -c code`` prints, in an environment without the variables
+    ``drop`` and with ``preset``."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if preset is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = "import risbench, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k not in drop} | preset
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == expected
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("preset, expected", [({}, "4"), ({"OPENBLAS_THREAD_TIMEOUT": "12"}, "12")])
+def test_importing_risbench_stops_openblas_idle_spin_unless_set(preset, expected):
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it: importing
+    risbench first (as the CLI does) sets it, without overriding a user's."""
+    code = "import risbench, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    assert python_output(code, {"OPENBLAS_THREAD_TIMEOUT"}, preset) == expected
 
 
 @pytest.mark.parametrize(
@@ -774,26 +778,18 @@ def test_kernels_run_on_openmp_waiting_passively_unless_told(preset, expected):
     """numba's OpenMP layer with sleeping workers (the workqueue's did not run
     side by side, spinning ones take the BLAS threads' cores); a layer named
     by the user wins."""
-    import os
-    import subprocess
-    import sys
-
     try:
         import numba.np.ufunc.omppool  # noqa: F401
     except ImportError:  # (no OpenMP here: the workqueue is the fallback)
         expected = expected.replace("omp", "workqueue")
     drop = {"OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"}
-    env = {k: v for k, v in os.environ.items() if k not in drop} | preset
-    env["OMP_NUM_THREADS"] = "2"
     code = (
         "import os, numba, numpy as np; from risbench import metrics; "
         "x = np.random.rand(300, 8).astype(np.float32); g = np.arange(300) // 3; "
         "metrics.sweep(x, g, x, g, 'cosine', [0.1, 0.2], device='cpu'); "
         "print(numba.threading_layer(), os.environ.get('OMP_WAIT_POLICY', 'unset'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == expected
+    assert python_output(code, drop, preset | {"OMP_NUM_THREADS": "2"}) == expected
 
 
 def test_rejects_bad_arguments():

@@ -499,11 +499,19 @@ def _sort_few(a):
         a.sort()
         return
     for i in range(1, a.shape[0]):
-        v, j = a[i], i
-        while j > 0 and a[j - 1] > v:
-            a[j] = a[j - 1]
-            j -= 1
-        a[j] = v
+        _insert_sorted(a, i, i + 1, a[i])
+
+
+@numba.njit
+def _insert_sorted(buf, m, k, v):
+    """Inserts v into the ascending buf[:m] (m ≤ k, room for k values), the
+    k+1-th dropped; returns the new count."""
+    i = m if m < k else k - 1
+    while i > 0 and buf[i - 1] > v:
+        buf[i] = buf[i - 1]
+        i -= 1
+    buf[i] = v
+    return min(m + 1, k)
 
 
 @numba.njit(cache=True)
@@ -646,18 +654,6 @@ _FEW_NEAREST = 64
 
 
 @numba.njit
-def _insert_nearest(buf, m, k, v):
-    """Inserts v into the ascending buf[:m] (m ≤ k), dropping the k+1-th;
-    returns the new m."""
-    i = m if m < k else k - 1
-    while i > 0 and buf[i - 1] > v:
-        buf[i] = buf[i - 1]
-        i -= 1
-    buf[i] = v
-    return min(m + 1, k)
-
-
-@numba.njit
 def _kth_nearest(row, own, k, buf):
     """The k-th smallest finite value of ``row`` without its column ``own``
     (-1: none), in float64; inf when the row has fewer than k. ``buf``:
@@ -681,7 +677,7 @@ def _kth_nearest(row, own, k, buf):
         for j in range(blk.shape[0]):
             v = np.float64(blk[j])
             if a + j != own and v < np.inf and (m < k or v < buf[k - 1]):
-                m = _insert_nearest(buf, m, k, v)
+                m = _insert_sorted(buf, m, k, v)
     return buf[k - 1] if m == k else np.inf
 
 

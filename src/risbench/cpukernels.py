@@ -109,6 +109,12 @@ def _use_job_threads() -> int:
 
 
 @numba.njit
+def _rows_of(t, threads, rows):
+    """Thread t's share of ``rows`` rows among ``threads``: (first, stop)."""
+    return t * rows // threads, (t + 1) * rows // threads
+
+
+@numba.njit
 def _first_at_least(a, v):
     """The first j with a[j] ≥ v in the non-decreasing ``a`` (len(a) when none):
     a binary search."""
@@ -255,7 +261,7 @@ def _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, bins, i0, i
 def _count_float(x, xi, mode, scale, thr, cum, rowsum, rowmax, hists, blocks, fin, pick):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
-        i0, i1 = t * rows // threads, (t + 1) * rows // threads
+        i0, i1 = _rows_of(t, threads, rows)
         h, b = hists[t, 0], blocks[t, 0]
         _float_rows(x, xi, mode, scale, thr, cum, rowsum, rowmax, h, b, i0, i1, fin, pick, t)
 
@@ -297,7 +303,7 @@ def _count_rows(x, upto, cum, rowsum, rowmax, hists, bins, i0, i1, words, pick, 
 def _count_counts(x, upto, cum, rowsum, rowmax, hists, blocks, words, pick):
     threads, rows = hists.shape[0], x.shape[0]
     for t in prange(threads):
-        i0, i1 = t * rows // threads, (t + 1) * rows // threads
+        i0, i1 = _rows_of(t, threads, rows)
         h, b = hists[t, 0], blocks[t, 0]
         _count_rows(x, upto, cum, rowsum, rowmax, h, b, i0, i1, words, pick, t)
 
@@ -705,7 +711,7 @@ def _nearest_rows(x, rows, own, k, low, found, out, buf, i0, i1):
 def _nearest_shares(x, rows, own, k, low, found, out, bufs):
     threads = bufs.shape[0]
     for t in prange(threads):
-        i0, i1 = t * rows.shape[0] // threads, (t + 1) * rows.shape[0] // threads
+        i0, i1 = _rows_of(t, threads, rows.shape[0])
         _nearest_rows(x, rows, own, k, low, found, out, bufs[t, 0], i0, i1)
 
 
@@ -817,7 +823,7 @@ def _hamming_rows(qw, iw_t, out, i0, i1):
 def _hamming_shares(qw, iw_t, out, threads):
     rows = qw.shape[0]
     for t in prange(threads):
-        _hamming_rows(qw, iw_t, out, t * rows // threads, (t + 1) * rows // threads)
+        _hamming_rows(qw, iw_t, out, *_rows_of(t, threads, rows))
 
 
 def hamming_counts(qw: np.ndarray, iw_t: np.ndarray, out: np.ndarray) -> None:

@@ -183,7 +183,7 @@ def _count_outcomes(x, words, limits, queries, scratch, i0, i1, out):
 def _float_shares(x, xi, fin, limits, queries, hidden, kept, out):
     threads, rows = hidden.shape[0], x.shape[0]
     for t in prange(threads):
-        i0, i1 = t * rows // threads, (t + 1) * rows // threads
+        i0, i1 = ck._rows_of(t, threads, rows)
         _float_outcomes(x, xi, fin, limits, queries, (hidden[t, 0], kept[t, 0]), i0, i1, out)
 
 
@@ -191,7 +191,7 @@ def _float_shares(x, xi, fin, limits, queries, hidden, kept, out):
 def _count_shares(x, words, limits, queries, hidden, kept, out):
     threads, rows = hidden.shape[0], x.shape[0]
     for t in prange(threads):
-        i0, i1 = t * rows // threads, (t + 1) * rows // threads
+        i0, i1 = ck._rows_of(t, threads, rows)
         _count_outcomes(x, words, limits, queries, (hidden[t, 0], kept[t, 0]), i0, i1, out)
 
 

@@ -752,12 +752,12 @@ class _TileAccumulator:
         self.topk_d = np.full((p.nq, self.k), np.inf)
         self.topk_rel = np.zeros((p.nq, self.k), dtype=bool)
         self.sets = {name: _SetTotals(mask, p, xp) for name, mask in masks.items()}
+        self.host_limit = dist.to_numpy(self.binner.limit)  # (the radii's raw limits)
         self.recorder = None
         if per_query:
             from risbench import outcomes  # (lazily: only jobs that write outcomes)
 
-            limits = dist.to_numpy(self.binner.limit)
-            self.recorder = outcomes.QueryRecorder(p, limits, self.binner.raw)
+            self.recorder = outcomes.QueryRecorder(p, self.host_limit, self.binner.raw)
         self._allocate()
 
     def _allocate(self) -> None:
@@ -1012,8 +1012,7 @@ class _TileAccumulator:
         candidate. (A kernel on the host: the GPU sends it those rows.)"""
         p, queries = self.p, rows + t.start
         own = np.where(p.has_self[queries], p.query_self[queries], -1)
-        limits = dist.to_numpy(self.binner.limit).astype(np.float64)
-        low = np.where(lowest >= 0, limits[np.maximum(lowest, 0)], -np.inf)
+        low = np.where(lowest >= 0, self.host_limit[np.maximum(lowest, 0)], -np.inf)
         if self.numpy:
             x, at = t.raw, rows
         else:

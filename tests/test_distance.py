@@ -295,3 +295,63 @@ def test_descriptors_prepared_the_same_on_any_thread_count(distance, monkeypatch
     x[2500, 7] = np.nan  # (in the last chunk)
     with pytest.raises(ValueError, match="NaN or infinity"):
         dist.prepare_pair(x, x, distance)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_products_the_same_on_any_thread_count(distance, monkeypatch):
+    """The raw tiles do not depend on the job's threads nor on BLAS's: OpenBLAS's
+    AVX2 sgemm rounds a 2-thread product differently from a 1-thread one (here
+    thousands of these 512 × 2,000 products, before the panels), so each
+    block is computed as single-threaded panels whose shapes depend on the
+    index size only."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    x = rng.random((2000, 64), dtype=np.float32)
+    tiles = {}
+    for threads in (1, 2):
+        monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+        with threadpool_limits(threads, user_api="blas"):
+            qp, ip = dist.prepare_pair(x, x, distance)
+            tiles[threads] = np.concatenate(
+                [t.copy() for _, _, t in dist.iter_raw_tiles(qp, ip, 512)]
+            )
+            assert _blas_threads() == [threads] * len(_blas_threads())  # (given back)
+    assert np.array_equal(tiles[1].view(np.uint32), tiles[2].view(np.uint32))
+    # each panel is BLAS's own single-threaded product of the same operands
+    qp, ip = dist.prepare_pair(x, x, distance)
+    block = np.empty((512, 2000), np.float32)
+    width = dist.panel_width(2000)
+    with threadpool_limits(1, user_api="blas"):
+        for a in range(0, 2000, width):
+            block[:, a : a + width] = qp.data[:512] @ ip.data[a : a + width].T
+    raw = dist._RawTiles(qp, ip, 512, None)
+    assert np.array_equal(raw.tile(0, 512), block)
+
+
+@pytest.mark.parametrize(
+    "n, width", [(1, 16), (500, 128), (7000, 1760), (8192, 2048), (8193, 1040), (28000, 1760)]
+)
+def test_panels_depend_on_the_index_size_only(n, width):
+    """4 panels per 8,192 index rows (or part), rounded up to 16 columns: 7,000
+    rows are 3 panels of 1,760 and one of 1,720."""
+    assert dist.panel_width(n) == width
+
+
+def test_one_blas_thread_while_anyone_holds_it():
+    """Counted holds: the BLAS stays on one thread until the last holder is out,
+    then gets its own count back."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        with dist.one_blas_thread():
+            with dist.one_blas_thread():
+                assert set(_blas_threads()) == {1}
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {2}

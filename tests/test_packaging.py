@@ -58,7 +58,7 @@ CHANNEL_OF = {
     **dict.fromkeys(
         "python numpy pandas pyarrow pillow imagehash zarr pytorch torchvision timm seaborn "
         "matplotlib-base jsonschema pyyaml tqdm tabulate scikit-image scikit-learn pytest "
-        "hypothesis pytest-benchmark ruff pip cupy numba faiss-cpu".split(),
+        "hypothesis pytest-benchmark ruff pip cupy numba threadpoolctl faiss-cpu".split(),
         "conda-forge",
     ),
     **dict.fromkeys("snakemake snakefmt snakemake-executor-plugin-slurm".split(), "bioconda"),

@@ -55,9 +55,11 @@ size only changes how the rows are handed out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -209,16 +211,24 @@ def omp_threads() -> int | None:
 def in_chunks(work, n: int, step: int) -> None:
     """``work(a, b)`` on the rows a:b of ``n`` in chunks of ``step``, on the
     job's threads (NumPy releases the GIL in its loops; each chunk's result is
-    the same whichever thread computes it)."""
+    the same whichever thread computes it). ``work`` must not call in_chunks:
+    the threads are a pool shared by the process."""
     starts = range(0, n, step)
     threads = min(len(starts), omp_threads() or os.cpu_count() or 1)
     if threads <= 1:
         for a in starts:
             work(a, min(n, a + step))
         return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for done in [pool.submit(work, a, min(n, a + step)) for a in starts]:
-            done.result()
+    pool = _pool(omp_threads() or os.cpu_count() or 1)
+    for done in [pool.submit(work, a, min(n, a + step)) for a in starts]:
+        done.result()
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` workers (made once: a sweep hands its
+    threads work at every block)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="risbench")
 
 
 def _prepare(x, distance: str, xp, *, bits=None, center=None) -> Prepared:
@@ -423,17 +433,82 @@ def _gemm_block(qp: Prepared, q0: int, q1: int, ip: Prepared, rows: int, out, sc
     Blocks shorter than ``rows`` (the last one) are zero-padded, so every product
     has the same shape and a row's result does not depend on where tiles start."""
     xp = qp.xp
+    product = _cpu_product if is_numpy(xp) else xp.matmul
     q = qp.data[q0:q1]
     if q1 - q0 == rows:
-        xp.matmul(q, ip.data.T, out=out)
+        product(q, ip.data.T, out=out)
         return out
     pad = scratch["pad"]
     pad[: q1 - q0] = q
     pad[q1 - q0 :] = 0
     full = scratch["full"]
-    xp.matmul(pad, ip.data.T, out=full)
+    product(pad, ip.data.T, out=full)
     out[...] = full[: q1 - q0]
     return out
+
+
+# On the CPU a block's products are panels of index rows, each one
+# single-threaded BLAS product whose shape depends on the index size only.
+# OpenBLAS's AVX2 (Haswell) sgemm rounds some products differently with 2
+# threads than with 1 (3 % of a 512 × 7,000 block at d = 512; its AVX-512
+# kernels do not), so a job's tables depended on its thread count (n = 7,000:
+# precision, F1 and fp at 63 of 1,025 radii, the ranked metrics). A panel has
+# the same bits whichever thread computes it. Each product packs the query
+# block again, so panels are few and wide: a multiple of 4 of them (the job's
+# threads share them evenly), about 2,048 index rows each.
+_PANELS_PER = 4
+_PANEL_ROWS = 2048
+
+
+def panel_width(n: int) -> int:
+    """Index rows per product panel for an index of ``n`` rows (a multiple of 16)."""
+    panels = _PANELS_PER * max(1, -(-n // (_PANELS_PER * _PANEL_ROWS)))
+    return max(16, -(-n // (panels * 16)) * 16)
+
+
+def _cpu_product(q, index_t, out) -> None:
+    """``out = q @ index_t`` (``index_t``: the index rows, transposed) as
+    single-threaded products of :func:`panel_width` columns, on the job's
+    threads."""
+
+    def panel(a: int, b: int) -> None:
+        np.matmul(q, index_t[:, a:b], out=out[:, a:b])
+
+    n = index_t.shape[1]
+    with one_blas_thread():
+        in_chunks(panel, n, panel_width(n))
+
+
+_BLAS_HOLD = threading.Lock()
+_blas_hold = {"holders": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS on one thread (threadpoolctl) while any caller is inside:
+    the first one in sets it, the last one out gives the BLAS its threads
+    back. Its thread count is the process's, so a sweep in another Python
+    thread cannot give it back midway; a sweep holds it from its first block
+    to its last (setting it around each block cost 5-10 ms a sweep)."""
+    with _BLAS_HOLD:
+        if not _blas_hold["holders"]:
+            _blas_hold["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_hold["holders"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_HOLD:
+            _blas_hold["holders"] -= 1
+            if not _blas_hold["holders"]:
+                _blas_hold["limiter"].restore_original_limits()
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's handle on the BLAS libraries loaded (NumPy's among them)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 # Rows a thread turns into distances at a time (:func:`_to_distance`): 32 rows
@@ -669,14 +744,16 @@ def iter_raw_tiles(
     if tile_rows < 1:
         raise ValueError("tile_rows must be at least 1")
     tiles = _RawTiles(qp, ip, tile_rows, identical)
-    for start in range(0, qp.n, tiles.tile_rows):
-        stop = min(qp.n, start + tiles.tile_rows)
-        tile = tiles.tile(start, stop)
-        if deferred:
-            yield start, stop, tile, functools.partial(tiles.finish, tile, start)
-        else:
-            tiles.finish(tile, start, 0, stop - start)
-            yield start, stop, tile
+    cpu_products = tiles.is_float and is_numpy(qp.xp)
+    with one_blas_thread() if cpu_products else contextlib.nullcontext():
+        for start in range(0, qp.n, tiles.tile_rows):
+            stop = min(qp.n, start + tiles.tile_rows)
+            tile = tiles.tile(start, stop)
+            if deferred:
+                yield start, stop, tile, functools.partial(tiles.finish, tile, start)
+            else:
+                tiles.finish(tile, start, 0, stop - start)
+                yield start, stop, tile
 
 
 def iter_distance_tiles(

@@ -50,7 +50,10 @@ cuBLAS pick different kernels for 1, 7 or 512 rows), so the float kernels
 always multiply fixed-size blocks of ``kernel_rows(n)`` query rows (the last
 one zero-padded), aligned on multiples of that size. A query's distances are
 therefore bitwise the same whatever tile size the caller asks for; the tile
-size only changes how the rows are handed out.
+size only changes how the rows are handed out. They also depend on the
+BLAS's threads (OpenBLAS's AVX2 sgemm): on the CPU each block is single-threaded
+products of fixed panels (:func:`panel_width`), shared by the job's threads,
+so the distances are the same bits on any thread count too.
 """
 
 from __future__ import annotations
@@ -451,7 +454,7 @@ def _gemm_block(qp: Prepared, q0: int, q1: int, ip: Prepared, rows: int, out, sc
 # single-threaded BLAS product whose shape depends on the index size only.
 # OpenBLAS's AVX2 (Haswell) sgemm rounds some products differently with 2
 # threads than with 1 (3 % of a 512 × 7,000 block at d = 512; its AVX-512
-# kernels do not), so a job's tables depended on its thread count (n = 7,000:
+# kernels did not in that test), so a job's tables depended on its thread count (n = 7,000:
 # precision, F1 and fp at 63 of 1,025 radii, the ranked metrics). A panel has
 # the same bits whichever thread computes it. Each product packs the query
 # block again, so panels are few and wide: a multiple of 4 of them (the job's
@@ -489,10 +492,14 @@ def one_blas_thread():
     the first one in sets it, the last one out gives the BLAS its threads
     back. Its thread count is the process's, so a sweep in another Python
     thread cannot give it back midway; a sweep holds it from its first block
-    to its last (setting it around each block cost 5-10 ms a sweep)."""
+    to its last (setting it around each block cost 5-10 ms a sweep; finding
+    the libraries, 0.15 ms, is done once a hold)."""
     with _BLAS_HOLD:
         if not _blas_hold["holders"]:
-            _blas_hold["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
+            from threadpoolctl import ThreadpoolController  # (the BLAS libraries loaded now)
+
+            limiter = ThreadpoolController().limit(limits=1, user_api="blas")
+            _blas_hold["limiter"] = limiter
         _blas_hold["holders"] += 1
     try:
         yield
@@ -501,14 +508,6 @@ def one_blas_thread():
             _blas_hold["holders"] -= 1
             if not _blas_hold["holders"]:
                 _blas_hold["limiter"].restore_original_limits()
-
-
-@lru_cache(maxsize=1)
-def _blas_controller():
-    """threadpoolctl's handle on the BLAS libraries loaded (NumPy's among them)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 # Rows a thread turns into distances at a time (:func:`_to_distance`): 32 rows

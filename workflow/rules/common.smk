@@ -72,8 +72,8 @@ def threads(wanted):
 
 
 def benchmark_threads(wildcards):
-    """Hamming sweeps are integer popcounts: one thread; the others' BLAS gets
-    benchmark.threads (at most a node's CPUs)."""
+    """Hamming sweeps are integer popcounts: one thread; the others' matrix
+    products and kernels get benchmark.threads (at most a node's CPUs)."""
     if wildcards.distance == "hamming":
         return 1
     return threads(config["benchmark"]["threads"])

@@ -380,6 +380,26 @@ def test_extract_workers_batches_and_chunks_agree(three_images, tmp_path, monkey
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_extract_same_bits_on_any_thread_count(three_images, tmp_path):
+    """The job's threads each run whole batches on one torch thread: the rows are
+    the same bits on 1 and 3 threads (one batch on 2 torch threads moves most
+    of them in the last bits), in image order, from 5 batches of one image or
+    two (more batches in flight than threads)."""
+    spec = {"layers": ["features"], "pooling": ["avg", "max"]}
+    names = descriptor_names("mobilenet_v2", spec)
+    images = three_images + three_images[:2]
+    rows = {}
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        out = {name: str(tmp_path / f"{threads}" / f"{name}.zarr") for name in names}
+        extract("mobilenet_v2", spec, images, out, device="cpu", batch_size=2, workers=0)
+        assert torch.get_num_threads() == threads  # (given back)
+        rows[threads] = {name: read_store(path)[0] for name, path in out.items()}
+    for name in names:
+        assert np.array_equal(rows[1][name].view(np.uint32), rows[3][name].view(np.uint32))
+        np.testing.assert_allclose(rows[1][name][3:], rows[1][name][:2], rtol=1e-5)  # (order)
+
+
 def test_extract_subset_and_unknown_descriptor(three_images, tmp_path):
     name = "mobilenet_v2_features_max"
     outdir = tmp_path / "out"

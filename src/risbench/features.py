@@ -19,7 +19,9 @@ import contextlib
 import functools
 import math
 import sys
+import threading
 from collections import Counter, defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,6 +119,7 @@ class TapSet:
 
     ``reduce(layer, tap, output)`` is applied inside the hook, so big maps are pooled
     at once (and later in-place ops of the network cannot change what was taken).
+    A run's state is its thread's: several threads may run the model at once.
     """
 
     def __init__(
@@ -146,13 +149,12 @@ class TapSet:
                 ) from None
             self.handles.append(module.register_forward_hook(functools.partial(self._hook, path)))
         self.label = label
-        self.early_stop = False
-        self.calls: Counter = Counter()
-        self.values: dict = {}
+        self.state = threading.local()  # a run's calls, values and early stop
 
     def _hook(self, path, module, args, output):
-        index = self.calls[path]
-        self.calls[path] = index + 1
+        run = self.state
+        index = run.calls[path]
+        run.calls[path] = index + 1
         for layer, tap in self.by_module[path]:
             if (tap.call or 0) == index:
                 if not torch.is_tensor(output):
@@ -160,22 +162,22 @@ class TapSet:
                         f"{self.label}: layer {layer!r} (module {path!r}) returns "
                         f"{type(output).__name__}, not a tensor; tap another module"
                     )
-                self.values[layer] = self.reduce(layer, tap, output)
-        if self.early_stop and len(self.values) == len(self.taps):
+                run.values[layer] = self.reduce(layer, tap, output)
+        if run.early_stop and len(run.values) == len(self.taps):
             raise _StopForward
 
     def run(self, model: torch.nn.Module, x: torch.Tensor, *, validate: bool = False) -> dict:
         """One forward pass; ``validate`` runs it whole and checks how often each module ran."""
-        self.calls, self.values = Counter(), {}
-        self.early_stop = not validate
+        run = self.state
+        run.calls, run.values, run.early_stop = Counter(), {}, not validate
         try:
             model(x)
         except _StopForward:
             pass
         if validate:
             for layer, tap in self.taps.items():
-                count = self.calls[tap.module]
-                if layer not in self.values:
+                count = run.calls[tap.module]
+                if layer not in run.values:
                     raise ValueError(
                         f"{self.label}: layer {layer!r}: module {tap.module!r} did not run "
                         "in the forward pass"
@@ -185,7 +187,7 @@ class TapSet:
                         f"{self.label}: layer {layer!r}: module {tap.module!r} runs {count} "
                         "times per forward pass; tap a module that runs once (or an alias)"
                     )
-        return self.values
+        return run.values
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -487,41 +489,17 @@ def extract(
     paths = {d.name: str(out_paths[d.name]) for d in ex.wanted}
     attrs = {name: {**a, "variant": variant} for name, a in ex.attrs().items()}
     sink = store.MultiStoreWriter(paths, len(image_paths), attrs)
-    cuda = ex.runtime.device.type == "cuda"
-    pending: deque = deque()
-
-    def emit(outs: dict[str, torch.Tensor], event) -> None:
-        if event is not None:
-            event.synchronize()
-        sink.write({name: t.numpy() for name, t in outs.items()})
-
     try:
         from tqdm.auto import tqdm
 
         loader = ex.loader(image_paths, batch_size=batch_size, workers=workers)
-        done = 0
         bar = tqdm(
             total=len(image_paths), unit="img", desc=ex.spec.key, file=sys.stderr,
             disable=not progress,
         )  # fmt: skip
-        with torch.inference_mode(), bar:
-            for index, batch in loader:
-                if int(index[0]) != done:
-                    raise RuntimeError(f"{ex.label}: batches out of order")
-                outs = ex.forward(batch)
-                if cuda:  # copy back asynchronously; write once the next batch is queued
-                    outs = {k: v.to("cpu", non_blocking=True) for k, v in outs.items()}
-                    event = torch.cuda.Event()
-                    event.record()
-                    pending.append((outs, event))
-                    while len(pending) > 1:
-                        emit(*pending.popleft())
-                else:
-                    emit(outs, None)
-                done += len(index)
-                bar.update(len(index))
-            while pending:
-                emit(*pending.popleft())
+        run = _cuda_batches if ex.runtime.device.type == "cuda" else _cpu_batches
+        with bar:
+            run(ex, _in_order(loader, ex.label), sink, bar)
         if not image_paths:
             sink.ensure(ex.widths())
         sink.close()
@@ -530,6 +508,79 @@ def extract(
         raise
     finally:
         ex.close()
+
+
+def _in_order(loader, label: str):
+    """The loader's (index, batch) pairs, checked to come in image order."""
+    done = 0
+    for index, batch in loader:
+        if int(index[0]) != done:
+            raise RuntimeError(f"{label}: batches out of order")
+        done += len(index)
+        yield index, batch
+
+
+def _cuda_batches(ex: Extractor, batches, sink, bar) -> None:
+    """GPU: each batch's rows copied back asynchronously, written once the next
+    batch is queued."""
+    pending: deque = deque()
+
+    def emit(outs: dict[str, torch.Tensor], event) -> None:
+        event.synchronize()
+        sink.write({name: t.numpy() for name, t in outs.items()})
+
+    with torch.inference_mode():
+        for index, batch in batches:
+            outs = {k: v.to("cpu", non_blocking=True) for k, v in ex.forward(batch).items()}
+            event = torch.cuda.Event()
+            event.record()
+            pending.append((outs, event))
+            while len(pending) > 1:
+                emit(*pending.popleft())
+            bar.update(len(index))
+        while pending:
+            emit(*pending.popleft())
+
+
+def _cpu_batches(ex: Extractor, batches, sink, bar) -> None:
+    """CPU: the job's threads (torch's count when called) each run whole batches
+    on one torch thread; the rows are written in image order.
+
+    torch's CPU convolutions reduce in another order on 2 threads than on 1
+    (MobileNetV2 features of 8 images: 7,906 of 10,240 values moved, by up to
+    3.6·10⁻⁵ relative), so the descriptors followed ``extract.threads``; a batch
+    run on one thread has the same bits whichever thread runs it. Also faster on
+    2 threads than one batch on both: 128 images in 1.05–1.09 s against
+    1.30–1.35. At most ``threads`` + 1 batches are in flight."""
+    threads = torch.get_num_threads()
+
+    def forward(batch: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.inference_mode():  # (thread-local: set in the thread that runs)
+            return {name: t.numpy() for name, t in ex.forward(batch).items()}
+
+    def write(count: int, rows) -> None:
+        sink.write(rows.result())
+        bar.update(count)
+
+    inflight: deque = deque()
+    with _torch_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="extract") as pool:
+        for index, batch in batches:
+            inflight.append((len(index), pool.submit(forward, batch)))
+            while len(inflight) > threads:
+                write(*inflight.popleft())
+        while inflight:
+            write(*inflight.popleft())
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n``, then given back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _attrs(s: ModelSpec, weights: WeightsRef, prep: Preprocess, rt: Runtime, wanted) -> dict:

@@ -260,10 +260,8 @@ def blas_kernels() -> str:
     depends on them (OpenBLAS picks its kernels by CPU, or as
     OPENBLAS_CORETYPE says: on a Zen 5 CPU its AVX-512 kernels do the d = 512
     products in 0.116 s, its AVX2 ones in 0.208)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (threadpoolctl is not installed)"
+    from threadpoolctl import threadpool_info
+
     found = [
         f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture', '?')} kernels)"
         for lib in threadpool_info()

@@ -53,12 +53,9 @@ HASHES = {"dct": "dct_hash", "mh": "mh_hash", "rv": "rv_digest"}
 
 
 def pin_one_core() -> str:
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    threadpool_limits(1)
     if hasattr(os, "sched_setaffinity"):
         core = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {core})

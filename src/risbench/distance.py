@@ -217,12 +217,12 @@ def in_chunks(work, n: int, step: int) -> None:
     the same whichever thread computes it). ``work`` must not call in_chunks:
     the threads are a pool shared by the process."""
     starts = range(0, n, step)
-    threads = min(len(starts), omp_threads() or os.cpu_count() or 1)
-    if threads <= 1:
+    threads = omp_threads() or os.cpu_count() or 1
+    if min(len(starts), threads) <= 1:
         for a in starts:
             work(a, min(n, a + step))
         return
-    pool = _pool(omp_threads() or os.cpu_count() or 1)
+    pool = _pool(threads)
     for done in [pool.submit(work, a, min(n, a + step)) for a in starts]:
         done.result()
 
@@ -520,7 +520,7 @@ def _to_distance(qp: Prepared, ip: Prepared, s, q0: int) -> None:
     distances, in place: on the CPU, chunks of rows on the job's threads
     (NumPy releases the GIL; each operation is elementwise, and NumPy's
     float32 arccos gives each value the same whatever the chunk)."""
-    if is_numpy(qp.xp) and len(s) > _FINISH_ROWS:
+    if is_numpy(qp.xp):  # (in_chunks runs a single chunk in this thread)
         in_chunks(lambda a, b: _rows_to_distance(qp, ip, s[a:b], q0 + a), len(s), _FINISH_ROWS)
     else:
         _rows_to_distance(qp, ip, s, q0)

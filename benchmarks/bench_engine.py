@@ -250,7 +250,7 @@ def bench(args, distance: str, n: int, width: int) -> str:
         f"{fmt(naive, 8, '.2f')} {engine / floor:9.3f} "
         f"{fmt(naive and naive / engine, 9, '.1f')} | "
         f"{len(default):4d}: {engine_default:6.2f} {engine_default / floor:9.3f} "
-        f"{over_ns:7.2f} {min(engine_cpu) / min(floor_cpu):7.3f} {best.best()['f1']:7.4f} | "
+        f"{over_ns:7.2f} {min(engine_cpu) / min(floor_cpu):9.3f} {best.best()['f1']:7.4f} | "
         f"{min(recording):6.3f} {min(recording) / floor:8.3f}"
     )
     if args.distractors:
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     header = (
         f"{'data':>15} {'n':>6} {'radii':>5} {'engine s':>8} {'floor s':>7} {'naive s':>8} "
         f"{'eng/floor':>9} {'naive/eng':>9} | {'default grid':>12} {'eng/floor':>9} "
-        f"{'ns/pair':>7} {'cpu/floor':>7} {'best F1':>7} | {'rec s':>6} {'rec/floor':>8}"
+        f"{'ns/pair':>7} {'cpu/floor':>9} {'best F1':>7} | {'rec s':>6} {'rec/floor':>8}"
     )
     if args.distractors:
         header += f" | {'shared s':>8} {'2 sweeps':>8} {'ratio':>6}"
